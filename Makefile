@@ -45,9 +45,10 @@ bench: $(STAMP)
 reproduce: $(STAMP)
 	$(BIN)/python -m experiments.reproduce $(if $(TABLE),--table $(TABLE)) $(if $(FIGURE),--figure $(FIGURE))
 
-## figures: regenerate every table and figure from the result files
-figures: $(STAMP)
-	$(BIN)/python -m figures
+## figures: regenerate every table and figure from the result files (rules in figures/figures.mk)
+figures: $(STAMP) figures-all
+
+include figures/figures.mk
 
 clean-venv:
 	rm -rf $(VENV)
