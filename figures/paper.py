@@ -57,6 +57,13 @@ def canonical_blocks(blocks: str) -> str:
     return label or "".join(letter for letter in "QKVO" if letter in letters)
 
 
+def block_sort_key(label: str) -> tuple[int, str]:
+    """Order block labels as the paper does: Q, K, V, O, then QK, QV, OV, then anything else."""
+    order = ("Q", "K", "V", "O", "QK", "QV", "OV")
+    head = label.split()[0].split("→")[0]
+    return (order.index(head) if head in order else len(order), label)
+
+
 def dataset_label(key: str) -> str:
     return DATASET_NAMES.get(key, key)
 
@@ -66,7 +73,7 @@ class TableSpec:
     """Layout of one accuracy table of the paper and the claim its text makes."""
 
     number: int
-    experiment: str          # value of config["experiment"] in the result files
+    experiments: tuple[str, ...]   # values of config["experiment"] (and result folders) that feed it
     title: str
     model: str               # backbone label used in the CSV
     datasets: tuple[str, ...]
@@ -76,19 +83,19 @@ class TableSpec:
 
 
 TABLES: dict[str, TableSpec] = {
-    "table1": TableSpec(1, "table1", "LoRA on one block per layer, ViT-B/16 pretrained with MAE",
+    "table1": TableSpec(1, ("table1",), "LoRA on one block per layer, ViT-B/16 pretrained with MAE",
                         "vit_b16_mae", VIT_DATASETS, "single", True, True),
-    "table2": TableSpec(2, "table2", "LoRA on one block per layer, ViT-B/16 pretrained supervised on ImageNet-21k",
+    "table2": TableSpec(2, ("table2",), "LoRA on one block per layer, ViT-B/16 pretrained supervised on ImageNet-21k",
                         "vit_b16_in21k", VIT_DATASETS, "single", True, True),
-    "table3": TableSpec(3, "table3", "LoRA on two blocks per layer, LLaMA2-7B, commonsense reasoning accuracy (%)",
+    "table3": TableSpec(3, ("table3", "commonsense_llama2_7b"), "LoRA on two blocks per layer, LLaMA2-7B, commonsense reasoning accuracy (%)",
                         "llama2_7b", COMMONSENSE_DATASETS + ("avg",), "pairs", False, False),
-    "table4": TableSpec(4, "table4", "LoRA on two blocks per layer, LLaMA3-8B, commonsense reasoning accuracy (%)",
+    "table4": TableSpec(4, ("table4", "commonsense_llama3_8b"), "LoRA on two blocks per layer, LLaMA3-8B, commonsense reasoning accuracy (%)",
                         "llama3_8b", COMMONSENSE_DATASETS + ("avg",), "pairs", False, False),
-    "table5": TableSpec(5, "table5", "AdaLoRA and DoRA on V or O, ranks 1 and 2, ViT-B/16 (MAE)",
+    "table5": TableSpec(5, ("table5",), "AdaLoRA and DoRA on V or O, ranks 1 and 2, ViT-B/16 (MAE)",
                         "vit_b16_mae", VIT_DATASETS, "o_over_v", True, False),
-    "table7": TableSpec(7, "table7", "LoRA on two blocks per layer, ViT-B/16 pretrained supervised on ImageNet-21k",
+    "table7": TableSpec(7, ("table7",), "LoRA on two blocks per layer, ViT-B/16 pretrained supervised on ImageNet-21k",
                         "vit_b16_in21k", VIT_DATASETS, "pairs", True, True),
-    "table8": TableSpec(8, "table8", "AdaLoRA and DoRA on V or O, ranks 4 and 8, ViT-B/16 (MAE)",
+    "table8": TableSpec(8, ("table8",), "AdaLoRA and DoRA on V or O, ranks 4 and 8, ViT-B/16 (MAE)",
                         "vit_b16_mae", VIT_DATASETS, "o_over_v", True, False),
 }
 

@@ -1,0 +1,171 @@
+"""Read result files and aggregate them over seeds into table cells and curves.
+
+Result files are written by the ViT and LLaMA runners through
+``experiments.results``; this module only reads them. A ViT result holds
+one dataset (``config["dataset"]``) and scalar accuracies in ``metrics``; a
+LLaMA result holds one accuracy per commonsense dataset plus their average
+in ``metrics`` and no ``dataset`` key.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from experiments.results import iter_results
+from figures.paper import COMMONSENSE_DATASETS, canonical_blocks, canonical_dataset
+
+log = logging.getLogger(__name__)
+
+PROFILES = ("cpu_profile", "paper_scale")
+METRICS = {"last": "test_accuracy_last", "best": "test_accuracy_best"}
+
+
+@dataclass
+class CellStats:
+    """Accuracy of one (method, rank, blocks, dataset) cell over seeds, in percent."""
+
+    values: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    params: list[int] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation (n - 1 in the denominator); None for a single seed."""
+        return statistics.stdev(self.values) if self.n > 1 else None
+
+
+CellKey = tuple[str, int, str, str]  # (method, rank, blocks, dataset)
+
+
+def load_records(directory: Path, experiments: Iterable[str]) -> list[dict[str, Any]]:
+    """Return the complete results of `experiments` from `directory`/<experiment>/ folders.
+
+    Only records whose config['experiment'] matches the folder are kept. A missing folder yields
+    no records (an experiment that has not been run yet).
+    """
+    records = []
+    for experiment in experiments:
+        folder = Path(directory) / experiment
+        if not folder.is_dir():
+            continue
+        for record in iter_results(folder):
+            if record.get("config", {}).get("experiment") == experiment:
+                records.append(record)
+            else:
+                log.warning("skipping result %s in %s: its config names experiment %r",
+                            record.get("config_hash"), folder, record.get("config", {}).get("experiment"))
+    return records
+
+
+def accuracy_percent(value: Any, where: str) -> float:
+    """Validate one accuracy from a result file; the runners store accuracies in percent."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"invalid accuracy {value!r} in {where}: expected a finite number in percent")
+    if not 0 <= value <= 100:
+        raise ValueError(f"invalid accuracy {value!r} in {where}: expected a percentage in [0, 100]")
+    return float(value)
+
+
+def record_cells(record: dict[str, Any], metric: str) -> dict[str, float]:
+    """Return {dataset: accuracy in percent} for one result file (ViT: one dataset; LLaMA: several)."""
+    config, metrics = record["config"], record.get("metrics", {})
+    where = f"result {record.get('config_hash', '?')} ({config.get('experiment')})"
+    if "dataset" in config:
+        if metric not in metrics:
+            raise ValueError(f"{where} has no metric {metric!r}; its metrics are {sorted(metrics)}")
+        return {canonical_dataset(config["dataset"]): accuracy_percent(metrics[metric], where)}
+
+    known = set(COMMONSENSE_DATASETS) | {"avg"}
+    cells = {}
+    for name, value in metrics.items():
+        key = canonical_dataset(name.removeprefix("accuracy_").removeprefix("acc_"))
+        if key in known and isinstance(value, (int, float)) and not isinstance(value, bool):
+            cells[key] = accuracy_percent(value, where)
+    if cells and "avg" not in cells and all(d in cells for d in COMMONSENSE_DATASETS):
+        cells["avg"] = statistics.fmean(cells[d] for d in COMMONSENSE_DATASETS)
+    return cells
+
+
+def aggregate_cells(records: Iterable[dict[str, Any]], metric: str) -> dict[CellKey, CellStats]:
+    """Group results by (method, rank, blocks, dataset) and collect one value per seed."""
+    cells: dict[CellKey, CellStats] = defaultdict(CellStats)
+    for record in records:
+        config = record["config"]
+        base = (config["method"], int(config["rank"]), canonical_blocks(config["blocks"]))
+        for dataset, value in record_cells(record, metric).items():
+            cell = cells[base + (dataset,)]
+            seed = config.get("seed")
+            if seed in cell.seeds:
+                # Two complete results for one seed differ in some other config field; keep both visible.
+                log.warning("two results for %s seed %s; both enter the mean", base + (dataset,), seed)
+            cell.values.append(value)
+            cell.seeds.append(seed)
+            params = record.get("metrics", {}).get("trainable_params")
+            if isinstance(params, int):
+                cell.params.append(params)
+    return dict(cells)
+
+
+def mean_curve(histories: list[list[dict[str, Any]]], x_key: str,
+               y_keys: str | tuple[str, ...]) -> tuple[list[float], list[float], list[float]]:
+    """Average a metric over runs at each `x_key` value present in any run; return x, mean, std.
+
+    `y_keys` names the metric, or several spellings of it (the first one an entry has is used).
+    Points that a run lacks (a missing metric, a shorter run) are left out of that point's mean
+    rather than filled with zeros, so std is 0 where only one run contributes.
+    """
+    names = (y_keys,) if isinstance(y_keys, str) else tuple(y_keys)
+    by_x: dict[float, list[float]] = defaultdict(list)
+    for history in histories:
+        for entry in history:
+            x = entry.get(x_key)
+            y = next((entry[name] for name in names if entry.get(name) is not None), None)
+            if x is None or y is None or not isinstance(y, (int, float)) or not math.isfinite(y):
+                continue
+            by_x[x].append(float(y))
+    xs = sorted(by_x)
+    means = [statistics.fmean(by_x[x]) for x in xs]
+    stds = [statistics.stdev(by_x[x]) if len(by_x[x]) > 1 else 0.0 for x in xs]
+    return xs, means, stds
+
+
+def norms_by_layer(history: list[dict[str, Any]], kind: str, which: str = "last") -> dict[str, list[float]]:
+    """Return {block: [norm per layer]} from the first or last history entry that has norms.
+
+    History entries store norms as {"norms": {block: {"spectral": [...], "frobenius": [...]}}}.
+    """
+    if kind not in ("spectral", "frobenius"):
+        raise ValueError(f"invalid norm kind {kind!r}: expected 'spectral' or 'frobenius'")
+    entries = [entry["norms"] for entry in history if isinstance(entry.get("norms"), dict)]
+    entries = [e for e in entries if any(isinstance(v, dict) and kind in v for v in e.values())]
+    if not entries:
+        return {}
+    chosen = entries[0] if which == "first" else entries[-1]
+    return {block: list(values[kind]) for block, values in chosen.items()
+            if isinstance(values, dict) and kind in values}
+
+
+def pretrained_frobenius(record: dict[str, Any]) -> dict[str, list[float]]:
+    """Return {block: [Frobenius norm per layer]} of the weights before tuning, if the record has them.
+
+    The LLaMA runner stores them as record["pretrained_norms"]["frobenius"]; otherwise the first
+    history entry with norms is used.
+    """
+    stored = record.get("pretrained_norms")
+    if isinstance(stored, dict) and isinstance(stored.get("frobenius"), dict):
+        return {block: list(values) for block, values in stored["frobenius"].items() if block in "QKVO"}
+    return norms_by_layer(record.get("history", []), "frobenius", which="first")
