@@ -345,7 +345,21 @@ def _wrap_with_peft(model, method, names, rank, alpha, dropout, head, method_kwa
         config = peft.AdaLoraConfig(target_r=rank, **schedule, **common)
     else:
         config = peft.LoraConfig(r=rank, use_dora=method == "dora", **common)
-    return peft.get_peft_model(model, config)
+    model = peft.get_peft_model(model, config)
+    if method == "adalora":
+        _freeze_ranknum(model)
+    return model
+
+
+def _freeze_ranknum(model: nn.Module) -> None:
+    # peft 0.21.2 creates AdaLoRA's rank counter r_0 as a frozen float32 Parameter, but moving it to a
+    # float64 or bfloat16 base layer re-registers it with requires_grad=True, so an optimizer would
+    # train the scale alpha / r_0. It is a constant in AdaLoRA, so we freeze it again.
+    thawed = [name for name, p in model.named_parameters() if ".ranknum." in name and p.requires_grad]
+    for name in thawed:
+        model.get_parameter(name).requires_grad_(False)
+    if thawed:
+        logger.warning("froze %d AdaLoRA ranknum parameters that peft left trainable", len(thawed))
 
 
 def _wrap_with_reference(model, method, names, rank, alpha, dropout, head, method_kwargs):
@@ -368,6 +382,12 @@ def _wrap_with_reference(model, method, names, rank, alpha, dropout, head, metho
         setattr(parent, child, adapter)
     if head is not None:
         model.get_submodule(head).requires_grad_(True)
+
+
+def adapter_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """Map each adapted module name (without peft's "base_model.model." prefix) to its adapter module."""
+    return {name.removeprefix("base_model.model."): module
+            for name, module in model.named_modules() if _is_adapter(module)}
 
 
 def adapter_parameters(model: nn.Module) -> dict[str, dict[str, nn.Parameter]]:
