@@ -70,7 +70,8 @@ def plot_band(ax: Axes, xs: list[float], means: list[float], stds: list[float], 
 
 
 def stamp_text(code_version: str, profile: str, runs: int) -> str:
-    return f"blockrank {code_version} · profile {profile} · {runs} runs"
+    # ASCII only, so that the PDF stores it as a plain, searchable string.
+    return f"blockrank {code_version}, profile {profile}, {runs} runs"
 
 
 def save(figure: Figure, stem: Path, stamp: str) -> list[Path]:

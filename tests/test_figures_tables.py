@@ -1,0 +1,122 @@
+"""Table generation on partial results: paper next to ours, missing runs, LaTeX, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+
+from experiments.results import SCHEMA, write_result
+from figures import tables
+from figures.__main__ import main
+from figures.collect import aggregate_cells, load_records
+
+VIT_ACCURACY = {("O", 0): 84.0, ("O", 1): 85.0, ("V", 0): 86.0, ("V", 1): 86.5, ("Q", 0): 70.0}
+
+
+def write_vit_results(root):
+    """Table 1, rank 1, CIFAR-100: O and V with two seeds, Q with one, K missing; V beats O."""
+    for (blocks, seed), accuracy in VIT_ACCURACY.items():
+        config = {"experiment": "table1", "backbone": "vit_tiny", "dataset": "CIFAR-100", "method": "lora",
+                  "blocks": blocks, "rank": 1, "seed": seed, "epochs": 2}
+        metrics = {"test_accuracy_last": accuracy, "test_accuracy_best": accuracy + 1.0,
+                   "trainable_params": 95_332}
+        write_result(root / "cpu_profile" / "table1", config, metrics, [])
+
+
+def markdown_rows(text):
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| ")]
+
+
+@pytest.fixture()
+def table1(tmp_path):
+    write_vit_results(tmp_path)
+    records = load_records(tmp_path / "cpu_profile", ["table1"])
+    return tables.build_table("table1", records, "cpu_profile", "test_accuracy_last", "abc123")
+
+
+def test_partial_table_shows_missing(table1):
+    rows = markdown_rows(tables.render_markdown(table1))
+    header, body = rows[0], rows[1:]
+    assert header[:4] == ["Configuration", "Target", "Source", "# Params"]
+    assert len(body) == 2 * 16  # 16 configurations of Table 1, a paper row and an ours row each
+    k_ours = body[3]  # rank 1: Q paper, Q ours, K paper, K ours
+    assert k_ours[2] == "ours"
+    assert k_ours[4:7] == ["missing", "missing", "missing"]
+    assert "0.00" not in " ".join(k_ours)
+    assert k_ours[-1] == "0"
+
+
+def test_ours_cell_mean_std_difference(table1):
+    rows = markdown_rows(tables.render_markdown(table1))
+    o_paper, o_ours = rows[1 + 6], rows[1 + 7]
+    assert o_paper[1] == "O" and o_paper[4] == "83.54 ± 0.17"
+    mean, std = statistics.fmean([84.0, 85.0]), statistics.stdev([84.0, 85.0])
+    assert o_ours[4] == f"{mean:.2f} ± {std:.2f} ({mean - 83.54:+.2f})"
+    assert o_ours[3] == "0.10 M"
+    assert o_ours[-1] == "2"
+    q_ours = rows[1 + 1]
+    assert q_ours[4] == f"70.00 ({70.0 - 80.31:+.2f})"  # one seed: no std
+
+
+def test_ordering_on_our_results(table1):
+    group = table1.ordering["lora r1 CIFAR-100"]
+    assert group["holds"] is None  # K is missing
+    assert group["comparisons"][0]["holds"] is False  # V beats O in these results
+    text = tables.render_markdown(table1)
+    assert "O >= V: breaks (margin -1.75)" in text
+    assert "V > K: missing K" in text
+
+
+def test_latex_booktabs(table1):
+    latex = tables.render_latex(table1)
+    for command in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{llllcccr}"):
+        assert command in latex
+    assert r"83.54 $\pm$ 0.17" in latex
+    assert r"\textit{missing}" in latex
+    assert "abc123" in latex
+
+
+def test_llama_metrics_mapped(tmp_path):
+    names = {"boolq": 60.0, "piqa": 70.0, "social_i_qa": 50.0, "hellaswag": 40.0, "winogrande": 55.0,
+             "ARC-Easy": 65.0, "ARC-Challenge": 45.0, "openbookqa": 52.0}
+    config = {"experiment": "commonsense_llama2_7b", "model": "llama2-7b", "method": "lora", "blocks": "VO",
+              "rank": 1, "seed": 42}
+    write_result(tmp_path / "commonsense_llama2_7b", config, names, [])
+    records = load_records(tmp_path, tables.TABLES["table3"].experiments)
+    cells = aggregate_cells(records, "test_accuracy_last")
+    assert cells[("lora", 1, "OV", "arce")].mean == 65.0
+    assert cells[("lora", 1, "OV", "siqa")].mean == 50.0
+    assert cells[("lora", 1, "OV", "avg")].mean == pytest.approx(statistics.fmean(names.values()))
+
+
+def test_invalid_accuracy_rejected(tmp_path):
+    folder = tmp_path / "table1"
+    folder.mkdir()
+    record = {"schema": SCHEMA, "status": "complete", "config_hash": "x", "history": [],
+              "config": {"experiment": "table1", "dataset": "svhn", "method": "lora", "blocks": "O", "rank": 1,
+                         "seed": 0},
+              "metrics": {"test_accuracy_last": 150.0}}
+    (folder / "x.json").write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="invalid accuracy 150.0"):
+        aggregate_cells(load_records(tmp_path, ["table1"]), "test_accuracy_last")
+
+
+def test_cli_writes_tables(tmp_path):
+    write_vit_results(tmp_path / "results")
+    status = main(["table1", "--profile", "cpu_profile", "--results-root", str(tmp_path / "results"),
+                   "--out", str(tmp_path / "out"), "--metric", "best"])
+    assert status == 0
+    markdown = (tmp_path / "out" / "cpu_profile" / "table1.md").read_text()
+    assert "metric `test_accuracy_best`" in markdown
+    assert f"{statistics.fmean([85.0, 86.0]):.2f}" in markdown
+    assert (tmp_path / "out" / "cpu_profile" / "table1.tex").exists()
+
+
+def test_cli_rejects_unknown_target(capsys):
+    with pytest.raises(SystemExit) as error:
+        main(["table6"])
+    assert error.value.code == 2
+    assert "unknown target 'table6'" in capsys.readouterr().err
