@@ -24,7 +24,7 @@ from figures.paper import TABLES, dataset_label, load_setup, load_table
 SCHEMA = "blockrank.audit/1"
 VERDICTS = ("holds", "fails_as_stated", "holds_with_correction", "inconclusive")
 
-# ViT-B/16: width d, depth L; LoRA on a d x d block adds r * (d_in + d_out) per layer.
+# ViT-B/16 has width d = 768 and depth L = 12. LoRA on one d x d block adds r * (d_in + d_out) per layer.
 VIT_WIDTH = 768
 VIT_DEPTH = 12
 CLASSES = {"cifar100": 100, "svhn": 10, "food101": 101}
@@ -32,6 +32,7 @@ CLASSES = {"cifar100": 100, "svhn": 10, "food101": 101}
 CANDIDATE_HEADS = (0, 10, 100, 101, 1000)
 # Appendix D states one ViT epoch count for all ViT runs.
 TEXT_VIT_EPOCHS = 20
+AVERAGE_TOLERANCE = 0.01
 
 
 def finding(finding_id: str, claim: str, verdict: str, evidence: dict) -> dict:
@@ -57,6 +58,9 @@ def ordering_findings(table: str) -> list[dict]:
     claim_text = next(iter(groups.values()))["claim"]
 
     ordering_verdict = "holds" if summary["groups_failing"] == 0 else "fails_as_stated"
+    if "avg" in spec.datasets:
+        # The LLaMA tables' text claims the ordering on the average; report it apart from the per-dataset groups.
+        summary["average_column_holds"] = all(g["holds"] for name, g in groups.items() if name.endswith(" Avg"))
     findings = [finding(
         f"{table}.ordering",
         f"Table {spec.number}: in every cell group (method, rank, dataset) the accuracies follow {claim_text}.",
@@ -182,21 +186,22 @@ def average_column_finding(table: str) -> dict:
         recomputed = sum(v for d, v in values.items() if d != "avg") / (len(values) - 1)
         checks.append({"rank": rank, "blocks": blocks, "printed": values["avg"],
                        "recomputed": round(recomputed, 4),
-                       # Eight values printed to 2 decimals: their mean is off by at most 0.005 plus rounding.
-                       "matches": abs(recomputed - values["avg"]) <= 0.0051})
+                       # Each printed value is rounded by up to 0.005, and so is Avg: they can differ by 0.01.
+                       "matches": abs(recomputed - values["avg"]) <= AVERAGE_TOLERANCE})
     bad = [c for c in checks if not c["matches"]]
     return finding(
         f"{table}.avg_column",
         f"Table {TABLES[table].number}: 'Avg' is the mean of the eight dataset accuracies.",
         "holds" if not bad else "fails_as_stated",
-        {"tolerance": 0.0051, "rows": checks, "mismatches": bad},
+        {"tolerance": AVERAGE_TOLERANCE, "rows": checks, "mismatches": bad},
     )
 
 
 def run_audit() -> dict:
     """Run every check on the transcribed tables and return the findings with a verdict count."""
     from experiments.results import code_version
-    from figures import audit_claims  # imports `finding` from this module
+    # audit_claims imports `finding` from this module, so a top-level import would be circular.
+    from figures import audit_claims
 
     findings: list[dict] = []
     for table in TABLES:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from figures.audit import finding
 from figures.paper import dataset_label, load_table
 
-# Differences are computed from numbers printed to 2 decimals, so they are exact to 0.005.
+# The prose prints differences such as 0.98 to 2 decimals, so a match within 0.005 is exact.
 PRINT_TOLERANCE = 0.005
 
 

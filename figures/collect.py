@@ -1,10 +1,10 @@
 """Read result files and aggregate them over seeds into table cells and curves.
 
 Result files are written by the ViT and LLaMA runners through
-``experiments.results``; this module only reads them. A ViT result holds
+``experiments.results``; this module only reads them. A ViT result has
 one dataset (``config["dataset"]``) and scalar accuracies in ``metrics``; a
-LLaMA result holds one accuracy per commonsense dataset plus their average
-in ``metrics`` and no ``dataset`` key.
+LLaMA result has no ``dataset`` key and stores ``metrics["accuracy"]`` (one
+accuracy per commonsense test set) and ``metrics["average_accuracy"]``.
 """
 
 from __future__ import annotations
@@ -89,10 +89,17 @@ def record_cells(record: dict[str, Any], metric: str) -> dict[str, float]:
             raise ValueError(f"{where} has no metric {metric!r}; its metrics are {sorted(metrics)}")
         return {canonical_dataset(config["dataset"]): accuracy_percent(metrics[metric], where)}
 
+    # The LLaMA runner stores {"accuracy": {test set: %}, "average_accuracy": %}; flat
+    # {test set: %} metrics are accepted too.
+    nested = metrics.get("accuracy")
+    flat = dict(nested) if isinstance(nested, dict) else dict(metrics)
+    if "average_accuracy" in metrics:
+        flat["avg"] = metrics["average_accuracy"]
+
     known = set(COMMONSENSE_DATASETS) | {"avg"}
     cells = {}
-    for name, value in metrics.items():
-        key = canonical_dataset(name.removeprefix("accuracy_").removeprefix("acc_"))
+    for name, value in flat.items():
+        key = canonical_dataset(name)
         if key in known and isinstance(value, (int, float)) and not isinstance(value, bool):
             cells[key] = accuracy_percent(value, where)
     if cells and "avg" not in cells and all(d in cells for d in COMMONSENSE_DATASETS):

@@ -1,5 +1,9 @@
 """The paper's reported numbers and the layout of each of its tables.
 
+"The paper" throughout the figures package is "LoRA in the right place: which
+block to tune in parameter-efficient fine-tuning?", the paper this repository
+accompanies.
+
 The CSV files in ``figures/paper_data`` are transcriptions of the paper's
 tables, one row per reported cell (long format)::
 

@@ -45,9 +45,9 @@ def new_figure(rows: int, columns: int, title: str) -> tuple[Figure, list[list[A
     return figure, [list(row) for row in axes]
 
 
-def mark_missing(ax: Axes, what: str) -> None:
-    """Label an empty panel so that absent runs never read as zeros."""
-    ax.text(0.5, 0.5, f"{MISSING_TEXT}: {what}", ha="center", va="center", wrap=True,
+def mark_missing(ax: Axes, absent: str) -> None:
+    """Label an empty panel with what is absent, so that absent runs never read as zeros."""
+    ax.text(0.5, 0.5, f"{MISSING_TEXT}: {absent}", ha="center", va="center", wrap=True,
             transform=ax.transAxes, fontsize=8, color="0.35")
     ax.set_xticks([])
     ax.set_yticks([])

@@ -1,9 +1,10 @@
 """Figures 1 and 3: ViT training dynamics per tuned block, and the norm experiments.
 
 Figure 1 compares tuning O with tuning V after a function-preserving rescaling
-of the pretrained weights (config ``modification`` "large_o": W_O times 3 and
-W_V divided by 3; "large_v": the reverse), and (c) a switch from V to O after
-``switch_epoch`` epochs. Rows: training loss and test accuracy per epoch.
+of the pretrained weights. Config ``modification`` "large_o" multiplies W_O by
+3 and divides W_V by 3, and "large_v" does the reverse. Panel (c) switches
+from V to O after ``switch_epoch`` epochs. Rows: training loss and test
+accuracy per epoch.
 
 Figure 3 shows rank-4 LoRA on each single block: training loss and test
 accuracy per epoch, and the spectral norm of each block per layer (solid:
@@ -51,7 +52,7 @@ def group_runs(records: list[dict]) -> dict[str, list[dict]]:
     return {label: groups[label] for label in sorted(groups, key=block_sort_key)}
 
 
-def draw_curves(ax: Axes, groups: dict[str, list[dict]], key: str, ylabel: str, what: str) -> None:
+def draw_curves(ax: Axes, groups: dict[str, list[dict]], key: str, ylabel: str, absent: str) -> None:
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     drawn = 0
@@ -63,7 +64,7 @@ def draw_curves(ax: Axes, groups: dict[str, list[dict]], key: str, ylabel: str, 
     if drawn:
         ax.legend(fontsize=7)
     else:
-        mark_missing(ax, what)
+        mark_missing(ax, absent)
 
 
 def build_figure1(records: list[dict]) -> Figure:
