@@ -30,7 +30,7 @@ def extract_answer(test_set_name: str, decoded: str) -> str:
 
 
 @dataclass
-class TestSetScore:
+class TaskScore:
     """Counts for one test set: examples, correct predictions and generations with no parsable label."""
 
     total: int = 0
@@ -50,7 +50,7 @@ class TestSetScore:
         return self.correct / self.total if self.total else float("nan")
 
 
-def summarize(scores: dict[str, TestSetScore]) -> dict[str, object]:
+def summarize(scores: dict[str, TaskScore]) -> dict[str, object]:
     """Return the metrics of a result file: accuracy per test set (%), their mean, unparsable counts.
 
     The average is the unweighted mean over test sets, the "Avg" column of the paper's tables.

@@ -172,6 +172,8 @@ def deviations(config: RunConfig) -> dict[str, dict[str, Any]]:
     found["generation_attention_mask"] = {"reference": "not passed to generate()",
                                           "used": "passed explicitly (left padding when eval_batch_size > 1)"}
     found["data_order"] = {"reference": "unseeded shuffle", "used": f"shuffle seeded with seed={config.seed}"}
+    found["adapter_at_evaluation"] = {"reference": "merged into the float16 weights",
+                                      "used": f"kept separate (float32 adapter on {config.dtype} weights)"}
     return found
 
 

@@ -26,7 +26,7 @@ TRAIN_LOCATIONS = (TRAIN_FILE, f"ft-training_set/{TRAIN_FILE}")
 
 
 @dataclass(frozen=True)
-class TestSet:
+class CommonsenseTask:
     """One evaluation task: its folder name, its column name in the paper's tables, its labels."""
 
     name: str
@@ -46,14 +46,14 @@ def _numbered(stem: str, count: int) -> tuple[str, ...]:
 # In the column order of the paper's tables 3 and 4. SIQA has three choices and ARC and
 # OpenBookQA four, but the reference script accepts answer1-answer5 for all four tasks.
 TEST_SETS = (
-    TestSet("boolq", "BoolQ", ("true", "false")),
-    TestSet("piqa", "PIQA", _numbered("solution", 2)),
-    TestSet("social_i_qa", "SIQA", _numbered("answer", 5)),
-    TestSet("hellaswag", "HellaSwag", _numbered("ending", 4)),
-    TestSet("winogrande", "WinoGrande", _numbered("option", 2)),
-    TestSet("ARC-Easy", "ARC-e", _numbered("answer", 5)),
-    TestSet("ARC-Challenge", "ARC-c", _numbered("answer", 5)),
-    TestSet("openbookqa", "OBQA", _numbered("answer", 5)),
+    CommonsenseTask("boolq", "BoolQ", ("true", "false")),
+    CommonsenseTask("piqa", "PIQA", _numbered("solution", 2)),
+    CommonsenseTask("social_i_qa", "SIQA", _numbered("answer", 5)),
+    CommonsenseTask("hellaswag", "HellaSwag", _numbered("ending", 4)),
+    CommonsenseTask("winogrande", "WinoGrande", _numbered("option", 2)),
+    CommonsenseTask("ARC-Easy", "ARC-e", _numbered("answer", 5)),
+    CommonsenseTask("ARC-Challenge", "ARC-c", _numbered("answer", 5)),
+    CommonsenseTask("openbookqa", "OBQA", _numbered("answer", 5)),
 )
 TEST_SETS_BY_NAME = {test_set.name: test_set for test_set in TEST_SETS}
 

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import torch
 
-from experiments.llama.answers import TestSetScore, extract_answer, response_text, summarize
+from experiments.llama.answers import TaskScore, extract_answer, response_text, summarize
 from experiments.llama.configs import RunConfig
 from experiments.llama.data import read_test_set
 from experiments.llama.distributed import DistContext
@@ -72,7 +72,7 @@ def evaluate(model, tokenizer, config: RunConfig, data_dir: Path, context: DistC
     for name in config.test_sets:
         records = read_test_set(data_dir, name, limit=config.test_limit)
         mine = records[context.rank::context.world_size]
-        score = TestSetScore()
+        score = TaskScore()
         for start in range(0, len(mine), config.eval_batch_size):
             batch = mine[start:start + config.eval_batch_size]
             for record, decoded in zip(batch, generate_batch(model, tokenizer, batch, config, context.device)):
