@@ -85,18 +85,24 @@ def main(argv: list[str] | None = None) -> int:
     version = code_version()
 
     written: list[Path] = []
-    if "audit" in targets:
-        written += make_audit(args.out)
-    for profile in profiles:
-        results_dir = args.results_root / profile
-        out_dir = args.out / profile
-        for target in targets:
-            if target in TABLE_TARGETS:
-                written += make_table(target, results_dir, out_dir, profile, METRICS[args.metric], version)
-            elif target in FIGURE_TARGETS:
-                written += make_figure(target, results_dir, out_dir, profile, version)
-    for path in written:
-        log.info("wrote %s", path)
+    try:
+        if "audit" in targets:
+            written += make_audit(args.out)
+        for profile in profiles:
+            results_dir = args.results_root / profile
+            out_dir = args.out / profile
+            for target in targets:
+                if target in TABLE_TARGETS:
+                    written += make_table(target, results_dir, out_dir, profile, METRICS[args.metric], version)
+                elif target in FIGURE_TARGETS:
+                    written += make_figure(target, results_dir, out_dir, profile, version)
+    except ValueError as error:
+        # Invalid result files or paper data: one line that names the file or value, no traceback.
+        log.error("failed: %s", error)
+        return 1
+    finally:
+        for path in written:
+            log.info("wrote %s", path)
     return 0
 
 

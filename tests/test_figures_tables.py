@@ -123,6 +123,18 @@ def test_cli_writes_tables(tmp_path):
     assert (tmp_path / "out" / "cpu_profile" / "table1.tex").exists()
 
 
+def test_cli_reports_invalid_result(tmp_path, caplog):
+    folder = tmp_path / "results" / "cpu_profile" / "table1"
+    write_vit_results(tmp_path / "results")
+    record = json.loads(next(folder.glob("*.json")).read_text())
+    record["metrics"]["test_accuracy_last"] = -3.0
+    (folder / "broken.json").write_text(json.dumps(record))
+    status = main(["table1", "--profile", "cpu_profile", "--results-root", str(tmp_path / "results"),
+                   "--out", str(tmp_path / "out")])
+    assert status == 1
+    assert "invalid accuracy -3.0" in caplog.text
+
+
 def test_cli_rejects_unknown_target(capsys):
     with pytest.raises(SystemExit) as error:
         main(["table6"])
