@@ -421,6 +421,26 @@ def adapter_parameters(model: nn.Module) -> dict[str, dict[str, nn.Parameter]]:
     return result
 
 
+def orthogonality_regularizer(model: nn.Module) -> torch.Tensor:
+    """Return AdaLoRA's R = mean over all P and Q of ||P^T P - I||_F and ||Q Q^T - I||_F, for either backend.
+
+    The PeftModel that `apply_block_adapters` returns has no task type, and peft 0.21's plain
+    PeftModel.forward calls the wrapped model directly, so peft never adds this term there (nor for
+    timm models, whose output has no `.loss`). Add orth_reg_weight * R to the loss yourself.
+    """
+    terms = []
+    for tensors in adapter_parameters(model).values():
+        if "Lambda" not in tensors:
+            continue
+        P, Q = tensors["P"], tensors["Q"]
+        eye = torch.eye(Q.shape[0], dtype=Q.dtype, device=Q.device)
+        terms.append(torch.linalg.matrix_norm(Q @ Q.T - eye))  # (r_0, r_0)
+        terms.append(torch.linalg.matrix_norm(P.T @ P - eye))  # (r_0, r_0)
+    if not terms:
+        raise ValueError("the model has no AdaLoRA adapters; orthogonality_regularizer applies to AdaLoRA only")
+    return torch.stack(terms).mean()
+
+
 def copy_adapter_parameters(source: nn.Module, target: nn.Module) -> None:
     """Copy every adapter tensor of `source` into the same module and symbol of `target`."""
     source_tensors, target_tensors = adapter_parameters(source), adapter_parameters(target)
