@@ -166,13 +166,20 @@ def norms_by_layer(history: list[dict[str, Any]], kind: str, which: str = "last"
             if isinstance(values, dict) and kind in values}
 
 
-def pretrained_frobenius(record: dict[str, Any]) -> dict[str, list[float]]:
-    """Return {block: [Frobenius norm per layer]} of the weights before tuning, if the record has them.
+def initial_norms(record: dict[str, Any], kind: str) -> dict[str, list[float]]:
+    """Return {block: [norm per layer]} of the weights before tuning, or {} when the record has none.
 
-    The LLaMA runner stores them as record["pretrained_norms"]["frobenius"]; otherwise the first
-    history entry with norms is used.
+    The ViT runner stores record["initial_norms"] = {block: {kind: [...]}}, the LLaMA runner
+    record["pretrained_norms"] = {kind: {block: [...]}} (Frobenius only). Older records without
+    either fall back to the first history entry with norms.
     """
-    stored = record.get("pretrained_norms")
-    if isinstance(stored, dict) and isinstance(stored.get("frobenius"), dict):
-        return {block: list(values) for block, values in stored["frobenius"].items() if block in "QKVO"}
-    return norms_by_layer(record.get("history", []), "frobenius", which="first")
+    vit = record.get("initial_norms")
+    if isinstance(vit, dict):
+        found = {block: list(values[kind]) for block, values in vit.items()
+                 if isinstance(values, dict) and kind in values}
+        if found:
+            return found
+    llama = record.get("pretrained_norms")
+    if isinstance(llama, dict) and isinstance(llama.get(kind), dict):
+        return {block: list(values) for block, values in llama[kind].items() if block in "QKVO"}
+    return norms_by_layer(record.get("history", []), kind, which="first")

@@ -6,7 +6,7 @@
 # Outputs: $(FIGURES_OUT)/<profile>/tableN.{md,tex}, figureN.{png,pdf}; $(FIGURES_OUT)/audit.{md,json}.
 
 FIGURES_OUT ?= outputs
-FIGURES_METRIC ?= last
+FIGURES_METRIC ?= best
 FIGURES_PROFILES := cpu_profile paper_scale
 FIGURES_TABLES := table1 table2 table3 table4 table5 table7 table8
 FIGURES_RUN = $(BIN)/python -m figures --out $(FIGURES_OUT) --metric $(FIGURES_METRIC)

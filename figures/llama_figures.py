@@ -15,7 +15,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from figures.collect import load_records, mean_curve, pretrained_frobenius
+from figures.collect import initial_norms, load_records, mean_curve
 from figures.paper import block_sort_key, canonical_blocks
 from figures.plotting import color, integer_x, mark_missing, moving_average, new_figure, plot_band, save, stamp_text
 
@@ -81,7 +81,7 @@ def draw_loss(ax, groups: dict[str, list[dict]], keys: tuple[str, ...], window: 
 
 
 def draw_norms(ax, groups: dict[str, list[dict]]) -> None:
-    norms = next((n for runs in groups.values() for r in runs if (n := pretrained_frobenius(r))), {})
+    norms = next((n for runs in groups.values() for r in runs if (n := initial_norms(r, "frobenius"))), {})
     ax.set_xlabel("layer")
     integer_x(ax)
     ax.set_ylabel("Frobenius norm")

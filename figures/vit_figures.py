@@ -8,10 +8,10 @@ accuracy per epoch.
 
 Figure 3 shows rank-4 LoRA on each single block: training loss and test
 accuracy per epoch, and the spectral norm of each block per layer (solid:
-first recorded entry, i.e. before tuning when the runner logs epoch 0;
-dashed: the tuned block at the last epoch). It reads experiment "figure3";
-when none exists it falls back to the rank-4 runs of Table 1, which use the
-same protocol.
+before tuning, from the result's "initial_norms"; dashed: the tuned block's
+effective weight after the last epoch). The ViT runner files Figure 3's runs
+as Table 1's rank-4 runs, so it reads experiment "table1" unless a "figure3"
+folder holds rank-4 single-block runs.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from figures.collect import load_records, mean_curve, norms_by_layer
+from figures.collect import initial_norms, load_records, mean_curve, norms_by_layer
 from figures.paper import block_sort_key, canonical_blocks, canonical_dataset, dataset_label
 from figures.plotting import color, integer_x, mark_missing, new_figure, plot_band, save, stamp_text
 
@@ -101,8 +101,7 @@ def draw_block_norms(ax: Axes, groups: dict[str, list[dict]]) -> None:
     integer_x(ax)
     ax.set_ylabel("spectral norm")
     drawn = False
-    before = next((norms_by_layer(r.get("history", []), "spectral", "first")
-                   for runs in groups.values() for r in runs if norms_by_layer(r.get("history", []), "spectral")), {})
+    before = next((norms for runs in groups.values() for r in runs if (norms := initial_norms(r, "spectral"))), {})
     for block in "QKVO":
         if block in before:
             ax.plot(range(len(before[block])), before[block], marker=".", color=color(block), label=f"{block} before")

@@ -23,7 +23,8 @@ def vit_record(blocks, seed, *, experiment="figure3", rank=4, dataset="cifar100"
     config = {"experiment": experiment, "backbone": "vit_tiny", "dataset": dataset, "method": "lora",
               "blocks": blocks, "rank": rank, "seed": seed, "epochs": epochs, "modification": modification,
               "switch_blocks": switch_blocks, "switch_epoch": switch_epoch}
-    return {"config": config, "history": history, "metrics": {}}
+    initial = {b: {"spectral": [0.5 + layer for layer in range(3)], "frobenius": [4.0] * 3} for b in "QKVO"}
+    return {"config": config, "history": history, "metrics": {}, "initial_norms": initial}
 
 
 def llama_record(blocks, seed, steps=120, rank=1):
@@ -75,6 +76,16 @@ def test_figure3_content():
     assert len(norms.get_lines()) == 8  # before and after tuning, per block
     after_o = [line for line in norms.get_lines() if line.get_label() == "O after tuning O"][0]
     assert list(after_o.get_ydata()) == [4.0, 5.0, 6.0]
+    before_o = [line for line in norms.get_lines() if line.get_label() == "O before"][0]
+    assert list(before_o.get_ydata()) == [0.5, 1.5, 2.5]
+
+
+def test_figure3_norms_from_history_without_initial():
+    records = [vit_record("V", 0)]
+    del records[0]["initial_norms"]
+    norms = vit_figures.build_figure3(records).axes[2]
+    before_v = [line for line in norms.get_lines() if line.get_label() == "V before"][0]
+    assert list(before_v.get_ydata()) == [1.0, 2.0, 3.0]  # first history entry (epoch 0)
 
 
 def test_figure3_falls_back_to_table1():

@@ -115,11 +115,11 @@ def test_invalid_accuracy_rejected(tmp_path):
 def test_cli_writes_tables(tmp_path):
     write_vit_results(tmp_path / "results")
     status = main(["table1", "--profile", "cpu_profile", "--results-root", str(tmp_path / "results"),
-                   "--out", str(tmp_path / "out"), "--metric", "best"])
+                   "--out", str(tmp_path / "out"), "--metric", "last"])
     assert status == 0
     markdown = (tmp_path / "out" / "cpu_profile" / "table1.md").read_text()
-    assert "metric `test_accuracy_best`" in markdown
-    assert f"{statistics.fmean([85.0, 86.0]):.2f}" in markdown
+    assert "metric `test_accuracy_last`" in markdown
+    assert f"{statistics.fmean([84.0, 85.0]):.2f} ±" in markdown
     assert (tmp_path / "out" / "cpu_profile" / "table1.tex").exists()
 
 
@@ -127,7 +127,7 @@ def test_cli_reports_invalid_result(tmp_path, caplog):
     folder = tmp_path / "results" / "cpu_profile" / "table1"
     write_vit_results(tmp_path / "results")
     record = json.loads(next(folder.glob("*.json")).read_text())
-    record["metrics"]["test_accuracy_last"] = -3.0
+    record["metrics"]["test_accuracy_best"] = -3.0
     (folder / "broken.json").write_text(json.dumps(record))
     status = main(["table1", "--profile", "cpu_profile", "--results-root", str(tmp_path / "results"),
                    "--out", str(tmp_path / "out")])
