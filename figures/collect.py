@@ -9,6 +9,7 @@ accuracy per commonsense test set) and ``metrics["average_accuracy"]``.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import statistics
@@ -48,7 +49,11 @@ class CellStats:
         return statistics.stdev(self.values) if self.n > 1 else None
 
 
-CellKey = tuple[str, int, str, str]  # (method, rank, blocks, dataset)
+CellKey = tuple[str, int, str, str, str]  # (method, rank, blocks, dataset, variant)
+
+# Config fields that define a table cell (or are the seed); any other field that differs between the
+# records of one table marks a variant, such as a run with other epochs, shown in a row of its own.
+CELL_FIELDS = {"experiment", "profile", "method", "rank", "blocks", "dataset", "seed"}
 
 
 def load_records(directory: Path, experiments: Iterable[str]) -> list[dict[str, Any]]:
@@ -107,18 +112,32 @@ def record_cells(record: dict[str, Any], metric: str) -> dict[str, float]:
     return cells
 
 
+def variant_labels(records: list[dict[str, Any]], ignore: Iterable[str] = ()) -> list[str]:
+    """Label each record by the config fields outside CELL_FIELDS and `ignore` that differ across `records`.
+
+    Returns "" for every record when they agree, else e.g. "epochs=2" for each record.
+    """
+    configs = [record["config"] for record in records]
+    fields = sorted({name for config in configs for name in config} - CELL_FIELDS - set(ignore))
+    varying = [name for name in fields
+               if len({json.dumps(config.get(name), sort_keys=True) for config in configs}) > 1]
+    return [", ".join(f"{name}={config.get(name)}" for name in varying) for config in configs]
+
+
 def aggregate_cells(records: Iterable[dict[str, Any]], metric: str) -> dict[CellKey, CellStats]:
-    """Group results by (method, rank, blocks, dataset) and collect one value per seed."""
+    """Group results by (method, rank, blocks, dataset, variant) and collect one value per seed."""
+    records = list(records)
     cells: dict[CellKey, CellStats] = defaultdict(CellStats)
-    for record in records:
+    for record, variant in zip(records, variant_labels(records)):
         config = record["config"]
         base = (config["method"], int(config["rank"]), canonical_blocks(config["blocks"]))
         for dataset, value in record_cells(record, metric).items():
-            cell = cells[base + (dataset,)]
+            key = base + (dataset, variant)
+            cell = cells[key]
             seed = config.get("seed")
             if seed in cell.seeds:
-                # Two complete results for one seed differ in some other config field; keep both visible.
-                log.warning("two results for %s seed %s; both enter the mean", base + (dataset,), seed)
+                # Identical configs give identical hashes, so this is a copied or renamed result file.
+                log.warning("two results for %s seed %s; both enter the mean", key, seed)
             cell.values.append(value)
             cell.seeds.append(seed)
             params = record.get("metrics", {}).get("trainable_params")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from figures.collect import initial_norms, load_records, mean_curve
+from figures.collect import initial_norms, load_records, mean_curve, variant_labels
 from figures.paper import block_sort_key, canonical_blocks
 from figures.plotting import color, integer_x, mark_missing, moving_average, new_figure, plot_band, save, stamp_text
 
@@ -47,16 +47,22 @@ LLAMA_FIGURES = {
 
 
 def runs_by_block_set(records: list[dict], spec: LlamaFigureSpec) -> dict[str, list[dict]]:
-    """Select LoRA runs of the figure's rank and group them by the paper's block label."""
-    groups: dict[str, list[dict]] = {label: [] for label in sorted(spec.block_sets, key=block_sort_key)}
-    for record in records:
-        config = record["config"]
-        if config.get("method", "lora") != "lora" or int(config.get("rank", -1)) != spec.rank:
-            continue
-        label = canonical_blocks(config["blocks"])
-        if label in groups:
-            groups[label].append(record)
-    return groups
+    """Select LoRA runs of the figure's rank and group them by the paper's block label.
+
+    Runs that differ in other settings (see figures.collect.variant_labels) get their own group,
+    labelled e.g. "OV [loss_mode=whole]". Block sets without runs keep an empty group.
+    """
+    selected = [r for r in records
+                if r["config"].get("method", "lora") == "lora" and int(r["config"].get("rank", -1)) == spec.rank
+                and canonical_blocks(r["config"]["blocks"]) in spec.block_sets]
+    groups: dict[str, list[dict]] = {}
+    for record, variant in zip(selected, variant_labels(selected)):
+        label = canonical_blocks(record["config"]["blocks"])
+        groups.setdefault(f"{label} [{variant}]" if variant else label, []).append(record)
+    for label in spec.block_sets:
+        if not any(name.split(" [")[0] == label for name in groups):
+            groups[label] = []
+    return {name: groups[name] for name in sorted(groups, key=block_sort_key)}
 
 
 def draw_loss(ax, groups: dict[str, list[dict]], keys: tuple[str, ...], window: int, ylabel: str) -> None:

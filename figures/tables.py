@@ -1,7 +1,8 @@
 """Paper tables 1, 2, 3, 4, 5, 7 and 8: reported numbers next to reproduced ones.
 
-Each configuration gets two rows: the paper's reported value and ours (mean
-± sample std over seeds, with the difference to the paper in parentheses).
+Each configuration gets a row with the paper's reported value and a row with
+ours (mean ± sample std over seeds, with the difference to the paper in
+parentheses), or one row per variant when results differ in other settings.
 Cells without results read "missing"; cells the paper does not report read
 "–". Below the table, the paper's claimed ordering is checked on our means.
 """
@@ -13,7 +14,8 @@ from pathlib import Path
 
 from figures.collect import CellKey, CellStats, aggregate_cells
 from figures.ordering import Measurement, check_group
-from figures.paper import TABLES, PaperCell, TableSpec, dataset_label, load_table, paper_configs
+from figures.paper import (TABLES, PaperCell, TableSpec, block_sort_key, dataset_label, load_table,
+                           paper_configs)
 
 METHOD_NAMES = {"lora": "LoRA", "dora": "DoRA", "adalora": "AdaLoRA"}
 MISSING = "missing"
@@ -45,14 +47,14 @@ def build_table(table: str, records: list[dict], profile: str, metric: str, code
     ours = aggregate_cells(records, metric)
 
     configs = paper_configs(paper_cells)
-    configs += sorted({key[:3] for key in ours} - set(configs))
+    configs += sorted({key[:3] for key in ours} - set(configs), key=lambda c: (c[0], c[1], block_sort_key(c[2])))
     datasets = list(spec.datasets)
     datasets += sorted({key[3] for key in ours} - set(datasets))
 
     groups: dict[str, dict[str, Measurement]] = {}
-    for (method, rank, blocks, dataset), stats in sorted(ours.items(), key=lambda item: (
-            item[0][0], item[0][1], datasets.index(item[0][3]))):
-        name = f"{method} r{rank} {dataset_label(dataset)}"
+    for (method, rank, blocks, dataset, variant), stats in sorted(ours.items(), key=lambda item: (
+            item[0][0], item[0][1], item[0][4], datasets.index(item[0][3]))):
+        name = f"{method} r{rank} {dataset_label(dataset)}" + (f" [{variant}]" if variant else "")
         groups.setdefault(name, {})[blocks] = Measurement(stats.mean, stats.std)
     ordering = {name: check_group(spec.claim, cells) for name, cells in groups.items()}
 
@@ -95,22 +97,27 @@ def our_cell_text(stats: CellStats | None, reported: PaperCell | None) -> str:
 
 
 def table_rows(data: TableData) -> list[list[str]]:
-    """Return the body as rows of plain-text cells: two rows (paper, ours) per configuration."""
+    """Return the body as rows of plain-text cells: a paper row, then one ours row per variant.
+
+    Results whose configs differ in fields other than the cell's (see figures.collect.variant_labels)
+    get one ours row each, labelled with the differing fields.
+    """
     rows = []
     for method, rank, blocks in data.configs:
-        keys = [(method, rank, blocks, dataset) for dataset in data.datasets]
-        paper_cells = [data.paper.get(key) for key in keys]
-        our_cells = [data.ours.get(key) for key in keys]
+        paper_cells = [data.paper.get((method, rank, blocks, dataset)) for dataset in data.datasets]
         printed = next((c.params_m for c in paper_cells if c is not None and c.params_m), None)
-        seeds = sorted({stats.n for stats in our_cells if stats is not None})
         label = f"{METHOD_NAMES.get(method, method)} (rank {rank})"
-
         rows.append([label, blocks, "paper", f"{printed} M" if printed else NOT_REPORTED]
                     + [paper_cell_text(cell) for cell in paper_cells] + [NOT_REPORTED])
-        rows.append(["", "", "ours",
-                     format_params([p for stats in our_cells if stats is not None for p in stats.params])]
-                    + [our_cell_text(stats, cell) for stats, cell in zip(our_cells, paper_cells)]
-                    + [seeds_text(seeds)])
+
+        variants = sorted({key[4] for key in data.ours if key[:3] == (method, rank, blocks)}) or [""]
+        for variant in variants:
+            our_cells = [data.ours.get((method, rank, blocks, dataset, variant)) for dataset in data.datasets]
+            seeds = sorted({stats.n for stats in our_cells if stats is not None})
+            params = [p for stats in our_cells if stats is not None for p in stats.params]
+            rows.append(["", "", f"ours ({variant})" if variant else "ours", format_params(params)]
+                        + [our_cell_text(stats, cell) for stats, cell in zip(our_cells, paper_cells)]
+                        + [seeds_text(seeds)])
     return rows
 
 
@@ -176,7 +183,7 @@ def render_latex(data: TableData) -> str:
              " & ".join(latex_escape(c) for c in columns) + r" \\", r"\midrule"]
     rows = table_rows(data)
     for index, row in enumerate(rows):
-        if index and index % 2 == 0:
+        if index and row[2] == "paper":
             lines.append(r"\addlinespace")
         lines.append(" & ".join(latex_escape(cell) for cell in row) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", rf"\label{{tab:blockrank-table{data.spec.number}-{data.profile}}}",

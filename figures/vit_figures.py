@@ -22,13 +22,15 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from figures.collect import initial_norms, load_records, mean_curve, norms_by_layer
+from figures.collect import initial_norms, load_records, mean_curve, norms_by_layer, variant_labels
 from figures.paper import block_sort_key, canonical_blocks, canonical_dataset, dataset_label
 from figures.plotting import color, integer_x, mark_missing, new_figure, plot_band, save, stamp_text
 
 FIGURE1_PANELS = (("large_o", "(a) Large O"), ("large_v", "(b) Large V"), ("none", "(c) switch V to O"))
 CURVES = (("train_loss", "training loss"), ("test_accuracy", "test accuracy (%)"))
 FIGURE3_RANK = 4
+# Settings that Figure 1's panels and labels already show.
+FIGURE1_FIELDS = ("modification", "switch_blocks", "switch_epoch")
 
 
 def run_label(config: dict, vary_rank: bool, vary_dataset: bool) -> str:
@@ -43,12 +45,14 @@ def run_label(config: dict, vary_rank: bool, vary_dataset: bool) -> str:
 
 
 def group_runs(records: list[dict]) -> dict[str, list[dict]]:
-    """Group runs by a label that names blocks, a switch, and rank or dataset only where they vary."""
+    """Group runs by a label that names blocks, a switch, and rank, dataset or other settings where they vary."""
     vary_rank = len({r["config"].get("rank") for r in records}) > 1
     vary_dataset = len({r["config"].get("dataset") for r in records}) > 1
+    variants = variant_labels(records, ignore=FIGURE1_FIELDS)
     groups: dict[str, list[dict]] = defaultdict(list)
-    for record in records:
-        groups[run_label(record["config"], vary_rank, vary_dataset)].append(record)
+    for record, variant in zip(records, variants):
+        label = run_label(record["config"], vary_rank, vary_dataset)
+        groups[f"{label} [{variant}]" if variant else label].append(record)
     return {label: groups[label] for label in sorted(groups, key=block_sort_key)}
 
 

@@ -130,6 +130,14 @@ def test_llama_figure_smoothing_and_norms():
     assert list(norms.get_lines()[3].get_ydata()) == [13.0, 14.0, 15.0, 16.0]
 
 
+def test_llama_figure_separates_variants():
+    records = [llama_record("QV", 0), llama_record("QV", 1)]
+    records[1]["config"]["loss_mode"] = "whole"
+    figure = llama_figures.build_figure(records, llama_figures.LLAMA_FIGURES["figure6"])
+    labels = legend_labels(figure.axes[0])
+    assert labels == ["QV [loss_mode=None] (n=1)", "QV [loss_mode=whole] (n=1)"]
+
+
 def test_llama_figure_names_missing_block_sets():
     records = [llama_record("QV", 0)]
     figure = llama_figures.build_figure(records, llama_figures.LLAMA_FIGURES["figure6"])

@@ -92,10 +92,10 @@ def test_llama_metrics_mapped(tmp_path):
     write_result(tmp_path / "commonsense_llama2_7b", flat_config, names, [])
     records = load_records(tmp_path, tables.TABLES["table3"].experiments)
     cells = aggregate_cells(records, "test_accuracy_last")
-    assert cells[("lora", 1, "OV", "arce")].values == [65.0, 65.0]
-    assert cells[("lora", 1, "OV", "siqa")].values == [50.0, 50.0]
+    assert cells[("lora", 1, "OV", "arce", "")].values == [65.0, 65.0]
+    assert cells[("lora", 1, "OV", "siqa", "")].values == [50.0, 50.0]
     # The stored average wins; a flat record without one gets the mean of its eight test sets.
-    assert sorted(cells[("lora", 1, "OV", "avg")].values) == pytest.approx(
+    assert sorted(cells[("lora", 1, "OV", "avg", "")].values) == pytest.approx(
         sorted([55.0, statistics.fmean(names.values())]))
     assert len(cells) == 9
 
@@ -110,6 +110,21 @@ def test_invalid_accuracy_rejected(tmp_path):
     (folder / "x.json").write_text(json.dumps(record))
     with pytest.raises(ValueError, match="invalid accuracy 150.0"):
         aggregate_cells(load_records(tmp_path, ["table1"]), "test_accuracy_last")
+
+
+def test_variants_get_own_rows(tmp_path):
+    write_vit_results(tmp_path)
+    config = {"experiment": "table1", "backbone": "vit_tiny", "dataset": "CIFAR-100", "method": "lora",
+              "blocks": "O", "rank": 1, "seed": 0, "epochs": 5}
+    write_result(tmp_path / "cpu_profile" / "table1", config, {"test_accuracy_last": 90.0})
+    records = load_records(tmp_path / "cpu_profile", ["table1"])
+    data = tables.build_table("table1", records, "cpu_profile", "test_accuracy_last", "abc123")
+    rows = markdown_rows(tables.render_markdown(data))[1:]
+    sources = [row[2] for row in rows[6:10]]
+    assert sources == ["paper", "ours (epochs=2)", "ours (epochs=5)", "paper"]
+    assert rows[8][4] == f"90.00 ({90.0 - 83.54:+.2f})"
+    assert rows[7][4].startswith("84.50 ± 0.71")
+    assert "lora r1 CIFAR-100 [epochs=5]" in data.ordering
 
 
 def test_cli_writes_tables(tmp_path):
