@@ -1,0 +1,245 @@
+"""Exact first-order sensitivities of attention (Eq. 1) to each of W_Q, W_K, W_V, W_O.
+
+For a block W the sensitivity is the operator norm of the directional derivative
+with Frobenius norms on both sides,
+
+    sens_W = sup_{dW != 0} ||D_W F[dW]||_F / ||dW||_F,
+
+the quantity that Theorem 3 bounds. The closed forms of D_W F (appendix A,
+extended to H heads with F = sum_h A_h X W_V^h W_O^h) are, with B_h = A_h X,
+Qx_h = X W_Q^h^T, Kx_h = X W_K^h^T, U_h = X W_V^h W_O^h and J_h the row-wise
+softmax Jacobian at A_h:
+
+    D_Q F[dW] = sum_h J_h(X dW_h^T Kx_h^T / sqrt(d_h)) U_h      (A.1 then A.7)
+    D_K F[dW] = sum_h J_h(Qx_h dW_h X^T / sqrt(d_h)) U_h        (A.2 then A.7)
+    D_V F[dW] = sum_h B_h dW[:, h] W_O^h
+    D_O F[dW] = [B_1 W_V^1, ..., B_H W_V^H] dW
+
+sens_O is the spectral norm of the n x d matrix [B_h W_V^h]_h, and for one head
+sens_V = ||A X||_2 ||W_O||_2 (a Kronecker product). Every other case is computed
+matrix-free: the largest eigenvalue of D D* (or D* D, whichever acts on the
+smaller space) by Lanczos (scipy's ARPACK `eigsh`) using only the closed-form
+derivative and its adjoint, so a ViT-B layer (n = 197, d = 768) never builds
+its 151k x 590k Jacobian.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import LinearOperator, eigsh
+from torch import Tensor
+
+from blockrank_ref.attention import check_inputs, head_slices
+
+BLOCKS = ("Q", "K", "V", "O")
+
+# Relative tolerance passed to ARPACK for the largest eigenvalue of D D*. The
+# norm is its square root, so its relative error is about half of this.
+LANCZOS_TOL = 1e-10
+# Krylov basis size; a larger basis than ARPACK's default of 20 avoids restarts,
+# which cost more matrix-vector products than the basis costs memory.
+LANCZOS_BASIS = 40
+# Operators acting on at most this many coordinates are materialised and
+# decomposed exactly (numpy eigvalsh) instead of using Lanczos.
+DENSE_MAX_DIM = 256
+
+
+def exclusive_row_sums(V: Tensor) -> Tensor:
+    """Return R with R_ij = sum_{k != j} V_ik, computed from prefix and suffix sums.
+
+    Computing it as rowsum - V_ij would cancel catastrophically when V_ij
+    dominates the row, which is exactly the sharp-softmax regime that matters.
+    """
+    zeros = torch.zeros_like(V[..., :1])
+    prefix = torch.cat([zeros, torch.cumsum(V, dim=-1)[..., :-1]], dim=-1)
+    suffix = torch.flip(torch.cumsum(torch.flip(V, [-1]), dim=-1), [-1])
+    suffix = torch.cat([suffix[..., 1:], zeros], dim=-1)
+    return prefix + suffix
+
+
+def softmax_jvp(A: Tensor, A_rest: Tensor, E: Tensor) -> Tensor:
+    """Apply the row-wise softmax Jacobian J(a_i) = diag(a_i) - a_i a_i^T to the rows of E.
+
+    Uses the identity (J e)_j = a_j sum_{k != j} a_k (e_j - e_k), evaluated as
+    a_j (e_j r_j - t_j) with exclusive sums r_j = sum_{k != j} a_k (precomputed in
+    `A_rest`) and t_j = sum_{k != j} a_k e_k. The textbook form a_j (e_j - a.e)
+    loses all digits when a row is nearly one-hot (J ~ exp(-gamma) is tiny
+    but a.e ~ e_j). J is symmetric, so this also applies the adjoint.
+    """
+    return A * (E * A_rest - exclusive_row_sums(A * E))
+
+
+@dataclass
+class AttentionPoint:
+    """Per-head quantities of Eq. (1) at one (X, W_Q, W_K, W_V, W_O), reused by every derivative."""
+
+    X: Tensor
+    W_Q: Tensor
+    W_K: Tensor
+    W_V: Tensor
+    W_O: Tensor
+    heads: int = 1
+    rows: list[slice] = field(init=False)
+    A: list[Tensor] = field(init=False)
+    A_rest: list[Tensor] = field(init=False)
+    queries: list[Tensor] = field(init=False)
+    keys: list[Tensor] = field(init=False)
+    mixed: list[Tensor] = field(init=False)  # B_h = A_h X
+    values: list[Tensor] = field(init=False)  # X W_V^h, n x d_h
+    values_out: list[Tensor | None] = field(init=False)  # U_h = X W_V^h W_O^h when that is cheaper to use
+
+    def __post_init__(self) -> None:
+        check_inputs(self.X, self.W_Q, self.W_K, self.W_V, self.W_O, self.heads)
+        X = self.X
+        self.rows = head_slices(X.shape[1], self.heads)
+        self.A, self.A_rest, self.queries, self.keys, self.mixed = [], [], [], [], []
+        self.values, self.values_out = [], []
+        n, d, d_h = X.shape[0], X.shape[1], self.head_dim
+        # M U_h for an n x n matrix M costs n*n*d flops with U_h formed, or
+        # n*d_h*(n + d) as (M X W_V^h) W_O^h; keep U_h only when it is cheaper.
+        form_values_out = n * d <= d_h * (n + d)
+        for rows in self.rows:
+            queries = X @ self.W_Q[rows].T  # n x d_h
+            keys = X @ self.W_K[rows].T  # n x d_h
+            S = queries @ keys.T / math.sqrt(self.head_dim)  # n x n
+            A = torch.softmax(S, dim=-1)
+            self.A.append(A)
+            self.A_rest.append(exclusive_row_sums(A))
+            self.queries.append(queries)
+            self.keys.append(keys)
+            self.mixed.append(A @ X)  # n x d
+            self.values.append(X @ self.W_V[:, rows])  # n x d_h
+            self.values_out.append(self.values[-1] @ self.W_O[rows, :] if form_values_out else None)
+
+    def _times_values_out(self, h: int, M: Tensor) -> Tensor:
+        """Return M U_h (n x d) for an n x n matrix M."""
+        if self.values_out[h] is not None:
+            return M @ self.values_out[h]
+        return (M @ self.values[h]) @ self.W_O[self.rows[h], :]
+
+    def _times_values_out_T(self, h: int, G: Tensor) -> Tensor:
+        """Return G U_h^T (n x n) for an n x d matrix G."""
+        if self.values_out[h] is not None:
+            return G @ self.values_out[h].T
+        return (G @ self.W_O[self.rows[h], :].T) @ self.values[h].T
+
+    @property
+    def n(self) -> int:
+        return self.X.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def head_dim(self) -> int:
+        return self.d // self.heads
+
+    def values_mixed(self, h: int) -> Tensor:
+        """Return A_h X W_V^h (n x d_h), head h's output before W_O."""
+        return self.A[h] @ self.values[h]
+
+    def output_matrix_for_O(self) -> Tensor:
+        """Return C = [A_1 X W_V^1, ..., A_H X W_V^H] (n x d), so that D_O F[dW] = C dW."""
+        return torch.cat([self.values_mixed(h) for h in range(self.heads)], dim=1)
+
+    # Directional derivatives D_W F[dW] (n x d) and their adjoints (d x d).
+
+    def jvp(self, block: str, dW: Tensor) -> Tensor:
+        scale = math.sqrt(self.head_dim)
+        F_dot = torch.zeros(self.n, self.d, dtype=self.X.dtype)
+        for h, rows in enumerate(self.rows):
+            if block == "Q":
+                S_dot = self.X @ dW[rows].T @ self.keys[h].T / scale  # n x n
+                F_dot += self._times_values_out(h, softmax_jvp(self.A[h], self.A_rest[h], S_dot))
+            elif block == "K":
+                S_dot = self.queries[h] @ dW[rows] @ self.X.T / scale  # n x n
+                F_dot += self._times_values_out(h, softmax_jvp(self.A[h], self.A_rest[h], S_dot))
+            elif block == "V":
+                F_dot += self.mixed[h] @ dW[:, rows] @ self.W_O[rows, :]
+            elif block == "O":
+                F_dot += self.values_mixed(h) @ dW[rows, :]
+            else:
+                raise ValueError(f"block must be one of {BLOCKS}; got {block!r}")
+        return F_dot
+
+    def vjp(self, block: str, G: Tensor) -> Tensor:
+        """Return the adjoint D_W F^*[G] (d x d) of `jvp` for a cotangent G (n x d)."""
+        scale = math.sqrt(self.head_dim)
+        W_bar = torch.zeros(self.d, self.d, dtype=self.X.dtype)
+        for h, rows in enumerate(self.rows):
+            if block in ("Q", "K"):
+                A_bar = self._times_values_out_T(h, G)  # n x n
+                S_bar = softmax_jvp(self.A[h], self.A_rest[h], A_bar)
+                if block == "Q":
+                    W_bar[rows] = self.keys[h].T @ S_bar.T @ self.X / scale  # d_h x d
+                else:
+                    W_bar[rows] = self.queries[h].T @ S_bar @ self.X / scale  # d_h x d
+            elif block == "V":
+                W_bar[:, rows] = self.mixed[h].T @ G @ self.W_O[rows, :].T  # d x d_h
+            elif block == "O":
+                W_bar[rows, :] = self.values_mixed(h).T @ G  # d_h x d
+            else:
+                raise ValueError(f"block must be one of {BLOCKS}; got {block!r}")
+        return W_bar
+
+
+def _largest_eigenvalue(apply, dim: int, dtype: torch.dtype, seed: int) -> float:
+    """Return lambda_max of a symmetric positive semi-definite operator given as a function."""
+    if dim <= DENSE_MAX_DIM:
+        basis = torch.eye(dim, dtype=dtype)
+        matrix = torch.stack([apply(basis[i]) for i in range(dim)], dim=1).numpy()
+        matrix = (matrix + matrix.T) / 2
+        return float(max(np.linalg.eigvalsh(matrix)[-1], 0.0))
+
+    def matvec(v: np.ndarray) -> np.ndarray:
+        return apply(torch.from_numpy(np.ascontiguousarray(v, dtype=np.float64)).to(dtype)).numpy()
+
+    start = np.random.default_rng(seed).standard_normal(dim)
+    if not np.any(matvec(start)):
+        # A random start vector has a component along every eigenvector almost
+        # surely, so an exactly zero image means the operator itself is zero.
+        return 0.0
+    operator = LinearOperator((dim, dim), matvec=matvec, dtype=np.float64)
+    value = eigsh(operator, k=1, which="LA", tol=LANCZOS_TOL, v0=start, ncv=min(dim - 1, LANCZOS_BASIS),
+                  return_eigenvectors=False)[0]
+    return float(max(value, 0.0))
+
+
+def operator_norm(point: AttentionPoint, block: str, seed: int = 0) -> float:
+    """Return sens_W = sup ||D_W F[dW]||_F / ||dW||_F exactly (closed form or Lanczos)."""
+    if block not in BLOCKS:
+        raise ValueError(f"block must be one of {BLOCKS}; got {block!r}")
+    if block == "O":
+        return float(torch.linalg.matrix_norm(point.output_matrix_for_O(), ord=2))
+    if block == "V" and point.heads == 1:
+        return float(torch.linalg.matrix_norm(point.mixed[0], ord=2) * torch.linalg.matrix_norm(point.W_O, ord=2))
+    if block in ("Q", "K") and point.n == 1:
+        return 0.0  # softmax of a single logit is constant
+
+    n, d = point.n, point.d
+    if n * d <= d * d:
+        # D D* acts on the output space R^{n x d}, the smaller of the two.
+        def apply(g: Tensor) -> Tensor:
+            G = g.reshape(n, d)
+            return point.jvp(block, point.vjp(block, G)).reshape(-1)
+
+        value = _largest_eigenvalue(apply, n * d, point.X.dtype, seed)
+    else:
+        def apply(w: Tensor) -> Tensor:
+            W = w.reshape(d, d)
+            return point.vjp(block, point.jvp(block, W)).reshape(-1)
+
+        value = _largest_eigenvalue(apply, d * d, point.X.dtype, seed)
+    return math.sqrt(value)
+
+
+def sensitivities(X: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor, W_O: Tensor,
+                  heads: int = 1, seed: int = 0) -> dict[str, float]:
+    """Return the exact sensitivity of Eq. (1) to each block, keyed by 'Q', 'K', 'V', 'O'."""
+    point = AttentionPoint(X, W_Q, W_K, W_V, W_O, heads=heads)
+    return {block: operator_norm(point, block, seed=seed) for block in BLOCKS}
