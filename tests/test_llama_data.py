@@ -52,7 +52,8 @@ def test_evaluation_prompt_exact():
 def test_prompts_with_input_field():
     record = {**RECORD, "input": "some context"}
     train, evaluation = training_prompt(record), evaluation_prompt(record)
-    assert "paired with an input" in train and "paired with an input" in evaluation
+    assert "paired with an input" in train
+    assert "paired with an input" in evaluation
     assert f"{PAD}### Input:\n{PAD}some context\n{PAD}\n" in train
     assert f"{PAD}### Input:\n{PAD}some context\n\n" in evaluation
     assert "request. \n\n" in train  # one trailing space in this branch of the training template
@@ -156,7 +157,8 @@ def test_malformed_records_rejected(tmp_path):
 def test_validation_split_like_datasets():
     records = [{"id": i} for i in range(50)]
     train, validation = split_train_validation(records, 7, seed=42)
-    assert len(validation) == 7 and len(train) == 43
+    assert len(validation) == 7
+    assert len(train) == 43
     assert sorted(r["id"] for r in train + validation) == list(range(50))
     # datasets' train_test_split(test_size=7, seed=42) takes the head of default_rng(42).permutation(50).
     head = np.random.default_rng(42).permutation(50)[:7].tolist()
@@ -191,13 +193,15 @@ def test_config_records_deviations():
     config = RunConfig(experiment="e", model="llama2-7b", blocks="ov", rank=1)
     record = config.as_dict()
     assert record["blocks"] == "VO"
-    assert record["alpha"] == 2.0 and record["learning_rate"] == 2e-4
+    assert record["alpha"] == 2.0
+    assert record["learning_rate"] == 2e-4
     for key in ("experiment", "model", "method", "blocks", "rank", "seed"):
         assert key in record
     found = deviations(config)
     assert found["loss_mode"] == {"reference": "whole", "used": "label"}
     assert found["weight_decay"] == {"reference": 0.0, "used": 0.1}
-    assert "num_beams" not in found and "eval_batch_size" not in found
+    assert "num_beams" not in found
+    assert "eval_batch_size" not in found
     dora_like = RunConfig(experiment="e", model="llama2-7b", blocks="QV", rank=1, loss_mode="whole",
                           num_beams=1, test_limit=3)
     assert "loss_mode" not in deviations(dora_like)

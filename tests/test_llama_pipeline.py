@@ -64,7 +64,8 @@ def end_to_end(workspace, context):
 def test_result_file_schema(end_to_end):
     config, path, record = end_to_end
     assert path.parent.name == "tiny"
-    assert record["status"] == "complete" and record["config_hash"] == results.config_hash(config.as_dict())
+    assert record["status"] == "complete"
+    assert record["config_hash"] == results.config_hash(config.as_dict())
     for key in ("experiment", "model", "method", "blocks", "rank", "seed", "deviations"):
         assert key in record["config"]
     assert record["config"]["blocks"] == "VO"
@@ -117,7 +118,8 @@ def test_finished_run_is_skipped(workspace, context, end_to_end):
     before = path.stat().st_mtime_ns
     again = run_config(config, model_path=str(model_dir), data_dir=data_dir, results_dir=root / "results",
                        context=context)
-    assert again == path and path.stat().st_mtime_ns == before
+    assert again == path
+    assert path.stat().st_mtime_ns == before
 
 
 def _trainer(model_dir, data_dir, context, checkpoint=None, norms=None, **fields):
@@ -182,7 +184,8 @@ class _ScriptedModel(torch.nn.Module):
         self.pad = tokenizer.pad_token_id
 
     def generate(self, input_ids, attention_mask, **kwargs):
-        assert kwargs["num_beams"] == 4 and kwargs["do_sample"] is False
+        assert kwargs["num_beams"] == 4
+        assert kwargs["do_sample"] is False
         new = torch.tensor(self.answer + [self.pad] * 3).repeat(input_ids.shape[0], 1)
         return torch.cat([input_ids, new], dim=1)
 
@@ -242,7 +245,8 @@ def test_missing_resources_stop_with_message(tmp_path, capsys, monkeypatch):
     message = capsys.readouterr().err
     assert status == 1
     assert "cannot run table 3 (12 runs to do)" in message
-    assert "BLOCKRANK_LLAMA2_7B" in message and "BLOCKRANK_COMMONSENSE_DIR" in message
+    assert "BLOCKRANK_LLAMA2_7B" in message
+    assert "BLOCKRANK_COMMONSENSE_DIR" in message
     assert ("no GPU" in message) == (not torch.cuda.is_available())
 
     missing = tmp_path / "nowhere"
@@ -268,7 +272,8 @@ def test_missing_test_set_listed(workspace, tmp_path, capsys):
     status = reproduce.main(table="3", extra=["--results-dir", str(tmp_path), "--llama2-dir", str(model_dir),
                                               "--data-dir", str(partial), "--device", "cpu"])
     message = capsys.readouterr().err
-    assert status == 1 and "test set 'winogrande' not found" in message
+    assert status == 1
+    assert "test set 'winogrande' not found" in message
 
 
 def test_wrong_model_folder_rejected(workspace):
@@ -282,7 +287,8 @@ def test_wrong_model_folder_rejected(workspace):
 def test_dry_run_lists_runs(tmp_path, capsys):
     assert reproduce.main(figure="5", extra=["--results-dir", str(tmp_path), "--dry-run"]) == 0
     output = capsys.readouterr().out
-    assert "blocks=QV  r=2" in output and "blocks=VO  r=2" in output
+    assert "blocks=QV  r=2" in output
+    assert "blocks=VO  r=2" in output
     assert "0 of 2 runs done" in output
 
 

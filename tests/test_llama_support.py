@@ -2,8 +2,8 @@
 
 The data files follow the LLM-Adapters format field by field, with instructions written like the
 real ones ("... Answer format: true/false"), so the real readers, prompts and answer patterns run.
-The tokenizer is a byte-level BPE trained here on that text (bytes round-trip exactly, which the
-"### Response:" split needs); the model is a random 2-layer LLaMA with grouped-query attention.
+The tokenizer is a byte-level BPE trained here on that text. It round-trips bytes exactly, which
+the split at "### Response:" needs. The model is a random 2-layer LLaMA with grouped-query attention.
 """
 
 from __future__ import annotations

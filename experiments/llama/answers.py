@@ -53,7 +53,7 @@ class TaskScore:
 def summarize(scores: dict[str, TaskScore]) -> dict[str, object]:
     """Return the metrics of a result file: accuracy per test set (%), their mean, unparsable counts.
 
-    The average is the unweighted mean over test sets, the "Avg" column of the paper's tables.
+    The average is the unweighted mean over test sets, as the "Avg" column of tables 3 and 4 is.
     """
     missing = [name for name, score in scores.items() if score.total == 0]
     if missing:

@@ -19,8 +19,8 @@ def pretrained_norms(model: nn.Module) -> dict[str, dict[str, list[float]]]:
     """Return per-layer Frobenius norms of Q, K, V and O, stored and grouped-query-expanded.
 
     With grouped-query attention (LLaMA 3) the stored k_proj / v_proj weights are narrower than
-    q_proj; "frobenius_effective" repeats each key/value head for the query heads sharing it,
-    which multiplies the K and V norms by sqrt(heads / kv_heads). Without it both entries agree.
+    q_proj. "frobenius_effective" repeats each key/value head for the query heads that share it,
+    which multiplies the K and V norms by sqrt(heads / kv_heads). Without grouping both agree.
     """
     rows = attention_norms(model, expand_kv=True)
     effective = {block: [row.frobenius[block] for row in rows] for block in "QKVO"}

@@ -6,7 +6,7 @@ figure 2's V+Q curve) share one result file. Block strings are stored in Q, K, V
 
 Sources of the defaults (NVlabs/DoRA ``commonsense_reasoning``, read from its public repository):
 - learning rate 2e-4 (LLaMA2-7B) / 1e-4 (LLaMA3-8B), AdamW, weight decay 0.1, linear decay to zero:
-  the paper's appendix D (table 6). The weight decay differs from DoRA's 0.
+  appendix D (table 6) of "LoRA in the right place". The weight decay differs from DoRA's 0.
 - 100 warm-up steps, betas (0.9, 0.999), eps 1e-8, gradient clipping at norm 1.0: the defaults of
   the Hugging Face Trainer that ``finetune.py`` uses with ``warmup_steps=100``.
 - batch 16 with no accumulation, 3 epochs, cutoff 256 tokens, 120 validation examples split with
@@ -71,7 +71,7 @@ REFERENCE = {
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Every setting of one run; defaults are the paper's protocol where it speaks, DoRA's elsewhere."""
+    """Settings of one run. Defaults follow appendix D of the paper where it states them, DoRA elsewhere."""
 
     experiment: str
     model: str
@@ -177,8 +177,9 @@ def deviations(config: RunConfig) -> dict[str, dict[str, Any]]:
     return found
 
 
-# Tables 3 and 4: QK, QV and OV at ranks 1, 2, 4, 8. Figures 2 and 6: V, then V+Q and V+O
-# (rank 1); figure 5: V+Q and V+O at rank 2; figure 4: Q, K, V, O alone at rank 1 on LLaMA2.
+# Tables 3 and 4 compare QK, QV and OV at ranks 1, 2, 4 and 8. Figures 2 and 6 train V, then V+Q
+# and V+O, at rank 1. Figure 5 compares V+Q and V+O at rank 2. Figure 4 tunes Q, K, V or O alone
+# at rank 1 on LLaMA2.
 TABLES = {
     "3": ("llama2-7b", ("QK", "QV", "OV"), (1, 2, 4, 8)),
     "4": ("llama3-8b", ("QK", "QV", "OV"), (1, 2, 4, 8)),

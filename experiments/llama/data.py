@@ -5,7 +5,7 @@ Every file is one JSON list of records ``{"instruction": str, "input": str, "out
 "Answer format: ..." line; ``output`` is "the correct answer is <answer>". The training file
 mixes all eight tasks. Two folder layouts are accepted, the one of AGI-Edgerunners/LLM-Adapters
 (``ft-training_set/commonsense_170k.json``, ``dataset/<name>/test.json``) and the flat one the
-NVlabs/DoRA README asks for (``commonsense_170k.json`` next to ``dataset/``).
+NVlabs/DoRA README describes (``commonsense_170k.json`` next to ``dataset/``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ TRAIN_LOCATIONS = (TRAIN_FILE, f"ft-training_set/{TRAIN_FILE}")
 
 @dataclass(frozen=True)
 class CommonsenseTask:
-    """One evaluation task: its folder name, its column name in the paper's tables, its labels."""
+    """Evaluation task: folder name, column name in tables 3 and 4 of the paper, answer labels."""
 
     name: str
     column: str
@@ -43,7 +43,7 @@ def _numbered(stem: str, count: int) -> tuple[str, ...]:
     return tuple(f"{stem}{i}" for i in range(1, count + 1))
 
 
-# In the column order of the paper's tables 3 and 4. SIQA has three choices and ARC and
+# In the column order of tables 3 and 4 of "LoRA in the right place". SIQA has three choices and ARC and
 # OpenBookQA four, but the reference script accepts answer1-answer5 for all four tasks.
 TEST_SETS = (
     CommonsenseTask("boolq", "BoolQ", ("true", "false")),

@@ -10,8 +10,9 @@ a newline and 16 spaces. A model trained on one and scored on the other is what 
 numbers measure, so both are kept.
 
 Loss modes:
-- ``"label"`` (the paper's default): the loss covers only the response, i.e. "the correct answer
-  is <answer>" and the end-of-sequence token. Prompt tokens get label -100, counted as in the
+- ``"label"`` (the default of "LoRA in the right place", which trains the model to predict the
+  label instead of the whole text): the loss covers only the response, "the correct answer is
+  <answer>", and the end-of-sequence token. Prompt tokens get label -100, counted as in the
   reference's ``train_on_inputs=False`` branch (the length of the tokenized prompt without output).
 - ``"whole"`` (the DoRA scripts, ``train_on_inputs=True``): the loss covers every token.
 """

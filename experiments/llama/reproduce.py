@@ -134,7 +134,11 @@ def main(table: str | None = None, figure: str | None = None, extra=()) -> int:
         return 2
     limited = any(getattr(args, name) is not None for name in ("train_limit", "test_limit", "max_steps"))
     results_dir = args.results_dir or results.RESULTS_ROOT / ("smoke" if limited else "paper_scale")
-    target = f"table {args.table}" if args.table else f"figure {args.figure}" if args.figure else "all LLaMA runs"
+    target = "all LLaMA runs"
+    if args.table:
+        target = f"table {args.table}"
+    elif args.figure:
+        target = f"figure {args.figure}"
 
     pending = [run for run in runs if not results.is_complete(results_dir / run.experiment, run.as_dict())]
     if args.dry_run:

@@ -5,7 +5,7 @@ Also a command line for a single configuration, for launchers that start one pro
     torchrun --nproc_per_node 8 -m experiments.llama.run --config run.json \\
         --model-dir /models/Llama-2-7b-hf --data-dir /data/commonsense --results-dir results/paper_scale
 
-`run.json` holds `RunConfig` fields, e.g. {"experiment": "commonsense_llama2_7b", "model":
+`run.json` contains `RunConfig` fields, e.g. {"experiment": "commonsense_llama2_7b", "model":
 "llama2-7b", "blocks": "OV", "rank": 1}.
 """
 
@@ -38,7 +38,7 @@ TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32":
 def check_architecture(model_config, model_key: str, path: str) -> None:
     """Raise ValueError when a folder's config.json does not describe the architecture of `model_key`."""
     if getattr(model_config, "model_type", None) != "llama":
-        raise ValueError(f"{path} holds a {getattr(model_config, 'model_type', 'unknown')!r} model; "
+        raise ValueError(f"{path} contains a {getattr(model_config, 'model_type', 'unknown')!r} model; "
                          "expected a LLaMA checkpoint (model_type 'llama')")
     spec = MODELS.get(model_key)
     if spec is None:

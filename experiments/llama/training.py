@@ -2,9 +2,9 @@
 
 Loss convention: the training loss of a step is the mean next-token cross-entropy over every
 label token of the global batch, sum(token losses) / N with N the label count summed over all
-processes. Each process backpropagates its local sum divided by N and the adapter gradients are
-then summed over processes, so the gradient, the clipped update and the logged loss do not depend
-on how the batch is split across processes or micro-batches. With one process and no
+processes. Each process backpropagates its local sum divided by N, and the adapter gradients are
+then summed over processes. The gradient, the clipped update and the logged loss therefore do not
+depend on how the batch is split across processes or micro-batches. With one process and no
 accumulation this is the loss the reference's Hugging Face Trainer minimises.
 """
 
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainingOutcome:
-    """What the loop returns: the history entries and facts about the schedule and the chosen state."""
+    """Result of the loop: history entries, schedule length and the selected adapter state."""
 
     history: list[dict[str, Any]] = field(default_factory=list)
     total_steps: int = 0
