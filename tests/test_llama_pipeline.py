@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from experiments import results
-from experiments.llama import reproduce
+from experiments.llama import configs, reproduce
 from experiments.llama.block_norms import tuned_block_norms
 from experiments.llama.configs import RunConfig
 from experiments.llama.data import read_records, split_train_validation, find_train_file
@@ -282,6 +282,32 @@ def test_wrong_model_folder_rejected(workspace):
     _, _, model_dir = workspace
     with pytest.raises(ValueError, match="has num_hidden_layers=2, but llama2-7b"):
         check_architecture(AutoConfig.from_pretrained(model_dir), "llama2-7b", str(model_dir))
+
+
+def test_reproduce_runs_on_cpu(workspace, tmp_path, capsys, monkeypatch):
+    # Pretend the tiny model is LLaMA2-7B so that the whole `make reproduce` path runs on CPU.
+    _, _, model_dir = workspace
+    tiny = dataclasses.replace(configs.MODELS["llama2-7b"], num_hidden_layers=2, hidden_size=32,
+                               num_attention_heads=4, num_key_value_heads=2)
+    monkeypatch.setitem(configs.MODELS, "llama2-7b", tiny)
+    data_dir = write_commonsense(tmp_path / "data", train_size=136, test_size=2)
+    options = ["--results-dir", str(tmp_path / "results"), "--llama2-dir", str(model_dir), "--data-dir",
+               str(data_dir), "--device", "cpu", "--blocks", "OV", "--ranks", "1", "--test-sets", "boolq",
+               "--max-steps", "1"]
+    assert reproduce.main(table="3", extra=options) == 0
+    [path] = (tmp_path / "results" / "commonsense_llama2_7b").glob("*.json")
+    record = json.loads(path.read_text())
+    assert (record["config"]["blocks"], record["config"]["rank"]) == ("VO", 1)
+    assert record["config"]["deviations"]["test_sets"]["used"] == ["boolq"]
+    assert record["metrics"]["examples"] == {"boolq": 2}
+    assert [entry["step"] for entry in record["history"]] == [0, 1]
+    assert reproduce.main(table="3", extra=options) == 0
+    assert "all 1 runs are complete" in capsys.readouterr().out
+
+
+def test_reproduce_rejects_unknown_filter(tmp_path, capsys):
+    assert reproduce.main(table="3", extra=["--results-dir", str(tmp_path), "--blocks", "KO"]) == 2
+    assert "no run matches --blocks ['KO']" in capsys.readouterr().err
 
 
 def test_dry_run_lists_runs(tmp_path, capsys):

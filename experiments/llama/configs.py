@@ -166,6 +166,9 @@ def deviations(config: RunConfig) -> dict[str, dict[str, Any]]:
     for name in ("train_limit", "test_limit", "max_steps"):
         if getattr(config, name) is not None:
             found[name] = {"reference": None, "used": getattr(config, name)}
+    all_test_sets = [test_set.name for test_set in TEST_SETS]
+    if list(config.test_sets) != all_test_sets:
+        found["test_sets"] = {"reference": all_test_sets, "used": list(config.test_sets)}
     # Always different from the reference code, whatever the settings.
     found["validation_loss"] = {"reference": "mean of per-batch token means (HF Trainer)",
                                 "used": "token mean over the whole validation set"}

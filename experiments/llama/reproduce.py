@@ -23,7 +23,8 @@ from pathlib import Path
 
 from experiments import results
 from experiments.llama.configs import MODELS, paper_runs
-from experiments.llama.data import missing_data_files
+from experiments.llama.data import TEST_SETS, missing_data_files
+from experiments.targeting import parse_blocks
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="cpu is for small local models only; a 7B run on CPU takes weeks")
     parser.add_argument("--nproc", type=int, default=1, help="GPUs to use on this machine (starts torchrun)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42], help="training seeds (default 42)")
+    parser.add_argument("--blocks", nargs="+", help="run only these block sets of the table or figure, e.g. OV QV")
+    parser.add_argument("--ranks", type=int, nargs="+", help="run only these ranks of the table or figure")
+    parser.add_argument("--test-sets", nargs="+", choices=[test_set.name for test_set in TEST_SETS],
+                        help="evaluate only these test sets (default: all eight)")
     parser.add_argument("--loss-mode", choices=("label", "whole"), default="label",
                         help="label: loss on the response only (the paper); whole: on the whole prompt (DoRA)")
     parser.add_argument("--micro-batch-size", type=int, default=16,
@@ -102,10 +107,20 @@ def find_problems(args, model_keys: list[str]) -> list[str]:
 def _overrides(args) -> dict:
     overrides = {"loss_mode": args.loss_mode, "micro_batch_size": args.micro_batch_size,
                  "eval_batch_size": args.eval_batch_size}
-    for name in ("train_limit", "test_limit", "max_steps"):
+    for name in ("train_limit", "test_limit", "max_steps", "test_sets"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
     return overrides
+
+
+def select_runs(runs, blocks: list[str] | None, ranks: list[int] | None):
+    """Keep the runs whose block set (in any letter order) and rank were requested; None keeps all."""
+    if blocks is not None:
+        wanted = {frozenset(parse_blocks(block)) for block in blocks}
+        runs = [run for run in runs if frozenset(run.blocks) in wanted]
+    if ranks is not None:
+        runs = [run for run in runs if run.rank in ranks]
+    return runs
 
 
 def _relaunch_with_torchrun(args, argv: list[str]) -> int:
@@ -128,11 +143,16 @@ def main(table: str | None = None, figure: str | None = None, extra=()) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     try:
-        runs = paper_runs(args.table, args.figure, tuple(args.seeds), **_overrides(args))
+        runs = select_runs(paper_runs(args.table, args.figure, tuple(args.seeds), **_overrides(args)),
+                           args.blocks, args.ranks)
     except ValueError as error:
         print(f"reproduce (LLaMA): {error}", file=sys.stderr)
         return 2
-    limited = any(getattr(args, name) is not None for name in ("train_limit", "test_limit", "max_steps"))
+    if not runs:
+        print(f"reproduce (LLaMA): no run matches --blocks {args.blocks} --ranks {args.ranks}", file=sys.stderr)
+        return 2
+    limited = any(getattr(args, name) is not None for name in ("train_limit", "test_limit", "max_steps",
+                                                                "test_sets"))
     results_dir = args.results_dir or results.RESULTS_ROOT / ("smoke" if limited else "paper_scale")
     target = "all LLaMA runs"
     if args.table:
