@@ -79,9 +79,13 @@ def build_figure1(records: list[dict]) -> Figure:
     for column, (modification, panel_title) in enumerate(FIGURE1_PANELS):
         runs = [r for r in records if r["config"].get("modification", "none") == modification]
         groups = group_runs(runs)
+        switch_epochs = sorted({r["config"]["switch_epoch"] for r in runs if r["config"].get("switch_blocks")})
         for row, (key, ylabel) in enumerate(CURVES):
             ax = axes[row][column]
             draw_curves(ax, groups, key, ylabel, f"runs with modification={modification}")
+            for epoch in switch_epochs:
+                # The switch happens after `epoch` epochs: the next point is the first with the new block.
+                ax.axvline(epoch, linestyle=":", color="0.5", linewidth=1)
             if row == 0:
                 ax.set_title(panel_title, loc="left", fontsize=9)
     return figure

@@ -111,6 +111,8 @@ def test_figure1_panels():
     assert legend_labels(axes[0]) == ["V (n=1)", "O (n=1)"]
     assert MISSING_TEXT in panel_text(axes[1])  # no Large V runs
     assert legend_labels(axes[2]) == ["V (n=1)", "V→O at epoch 2 (n=1)"]
+    switch_marks = [line for line in axes[2].get_lines() if list(line.get_xdata()) == [2, 2]]
+    assert len(switch_marks) == 1
     assert axes[3].get_ylabel() == "test accuracy (%)"
 
 
