@@ -7,9 +7,9 @@ from V to O after ``switch_epoch`` epochs. Rows: training loss and test
 accuracy per epoch.
 
 Figure 3 shows rank-4 LoRA on each single block: training loss and test
-accuracy per epoch, and the spectral norm of each block per layer (solid:
-before tuning, from the result's "initial_norms"; dashed: the tuned block's
-effective weight after the last epoch). The ViT runner files Figure 3's runs
+accuracy per epoch, and the spectral norm of each block per layer. Solid lines
+are the norms before tuning (the result's "initial_norms"), dashed lines the
+tuned block's effective weight after the last epoch. The ViT runner files Figure 3's runs
 as Table 1's rank-4 runs, so it reads experiment "table1" unless a "figure3"
 folder holds rank-4 single-block runs.
 """
