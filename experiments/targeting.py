@@ -50,9 +50,14 @@ class SplitQKV(nn.Module):
         return torch.cat([self.q(x), self.k(x), self.v(x)], dim=-1)  # (..., 3 * attn_dim)
 
 
+def _is_linear(module: nn.Module | None) -> bool:
+    # An nn.Linear, or an adapter (peft or reference) that wraps one as `base_layer`.
+    return isinstance(module, nn.Linear) or isinstance(getattr(module, "base_layer", None), nn.Linear)
+
+
 def _is_timm_attention(module: nn.Module) -> bool:
     return (isinstance(getattr(module, "qkv", None), (nn.Linear, SplitQKV))
-            and isinstance(getattr(module, "proj", None), nn.Linear)
+            and _is_linear(getattr(module, "proj", None))
             and hasattr(module, "num_heads") and hasattr(module, "head_dim"))
 
 
@@ -165,12 +170,12 @@ def find_attention_layers(model: nn.Module) -> list[AttentionLayer]:
 def _is_bert_attention(module: nn.Module) -> bool:
     inner, output = getattr(module, "self", None), getattr(module, "output", None)
     return (inner is not None and output is not None
-            and all(isinstance(getattr(inner, n, None), nn.Linear) for n in ("query", "key", "value"))
-            and isinstance(getattr(output, "dense", None), nn.Linear))
+            and all(_is_linear(getattr(inner, n, None)) for n in ("query", "key", "value"))
+            and _is_linear(getattr(output, "dense", None)))
 
 
 def _is_llama_attention(module: nn.Module) -> bool:
-    return (all(isinstance(getattr(module, f"{n}_proj", None), nn.Linear) for n in "qkvo")
+    return (all(_is_linear(getattr(module, f"{n}_proj", None)) for n in "qkvo")
             and hasattr(module, "head_dim"))
 
 
