@@ -168,7 +168,8 @@ def render_markdown(data: TableData) -> str:
 
 
 def latex_escape(text: str) -> str:
-    replacements = {"±": r"$\pm$", "–": "--", "%": r"\%", "_": r"\_", "&": r"\&", "#": r"\#"}
+    replacements = {"±": r"$\pm$", "–": "--", "%": r"\%", "_": r"\_", "&": r"\&", "#": r"\#", "$": r"\$",
+                    "{": r"\{", "}": r"\}", "^": r"\^{}", "~": r"\~{}", "\\": r"\textbackslash{}"}
     if text == MISSING:
         return r"\textit{missing}"
     return "".join(replacements.get(ch, ch) for ch in text)

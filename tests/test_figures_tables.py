@@ -80,6 +80,12 @@ def test_latex_booktabs(table1):
     assert "abc123" in latex
 
 
+def test_latex_escapes_special_characters():
+    assert tables.latex_escape("method_kwargs={'a': 1} & 50%") == r"method\_kwargs=\{'a': 1\} \& 50\%"
+    assert tables.latex_escape("1.00 ± 0.10 (1–2)") == r"1.00 $\pm$ 0.10 (1--2)"
+    assert tables.latex_escape(r"a\b") == r"a\textbackslash{}b"
+
+
 def test_llama_metrics_mapped(tmp_path):
     names = {"boolq": 60.0, "piqa": 70.0, "social_i_qa": 50.0, "hellaswag": 40.0, "winogrande": 55.0,
              "ARC-Easy": 65.0, "ARC-Challenge": 45.0, "openbookqa": 52.0}
