@@ -95,12 +95,14 @@ def check_group(claim: str, cells: dict[str, Measurement]) -> dict:
     if claim not in CLAIMS:
         raise ValueError(f"unknown claim {claim!r}: expected one of {sorted(CLAIMS)}")
     comparisons = [compare(higher, lower, strict, cells) for higher, lower, strict in CLAIMS[claim]]
-    decided = [c["holds"] for c in comparisons if c["holds"] is not None]
-    return {
-        "claim": CLAIM_TEXT[claim],
-        "comparisons": comparisons,
-        "holds": None if len(decided) < len(comparisons) else all(decided),
-    }
+    outcomes = [c["holds"] for c in comparisons]
+    if False in outcomes:
+        holds = False  # one broken comparison breaks the claim, whatever is missing
+    elif None in outcomes:
+        holds = None
+    else:
+        holds = True
+    return {"claim": CLAIM_TEXT[claim], "comparisons": comparisons, "holds": holds}
 
 
 def summarize_groups(groups: dict[str, dict]) -> dict:

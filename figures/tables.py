@@ -135,7 +135,8 @@ def ordering_lines(data: TableData) -> list[str]:
             if c["holds"] is None:
                 parts.append(f"{relation}: missing {', '.join(c['missing'])}")
             else:
-                parts.append(f"{relation}: {'holds' if c['holds'] else 'breaks'} (margin {c['margin']:+.2f})")
+                noise = f", noise {c['combined_std']:.2f}" if "combined_std" in c else ""
+                parts.append(f"{relation}: {'holds' if c['holds'] else 'breaks'} (margin {c['margin']:+.2f}{noise})")
         verdict = {True: "holds", False: "breaks", None: "undecided"}[group["holds"]]
         lines.append(f"{name}: {verdict}; " + "; ".join(parts))
     return lines

@@ -111,6 +111,11 @@ def test_check_group_missing_cell_undecided():
     assert group["comparisons"][1]["missing"] == ["QK"]
 
 
+def test_check_group_break_beats_missing():
+    group = check_group("pairs", {"OV": Measurement(78.0), "QV": Measurement(79.0)})
+    assert group["holds"] is False
+
+
 def test_strict_comparison_rejects_tie():
     group = check_group("single", {b: Measurement(80.0) for b in "QKVO"})
     assert [c["holds"] for c in group["comparisons"]] == [True, False, False]

@@ -64,10 +64,12 @@ def test_ours_cell_mean_std_difference(table1):
 
 def test_ordering_on_our_results(table1):
     group = table1.ordering["lora r1 CIFAR-100"]
-    assert group["holds"] is None  # K is missing
-    assert group["comparisons"][0]["holds"] is False  # V beats O in these results
+    assert group["holds"] is False  # V beats O in these results, although K is missing
+    assert group["comparisons"][0]["holds"] is False
+    assert group["comparisons"][2]["holds"] is None
     text = tables.render_markdown(table1)
-    assert "O >= V: breaks (margin -1.75)" in text
+    noise = (statistics.stdev([84.0, 85.0]) ** 2 + statistics.stdev([86.0, 86.5]) ** 2) ** 0.5
+    assert f"O >= V: breaks (margin -1.75, noise {noise:.2f})" in text
     assert "V > K: missing K" in text
 
 
