@@ -15,7 +15,7 @@ from experiments.llama.data import (
 from experiments.llama.prompts import (
     IGNORE_INDEX, TokenizedExample, collate, evaluation_prompt, tokenize_training_example, training_prompt,
 )
-from test_llama_support import make_tokenizer, write_commonsense
+from test_llama_support import make_tokenizer, one_torch_thread, write_commonsense  # noqa: F401
 
 RECORD = {"instruction": "Please answer the following question with true or false, question: is it?\n\n"
                          "Answer format: true/false",

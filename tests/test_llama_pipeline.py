@@ -29,7 +29,7 @@ from experiments.llama.evaluation import evaluate
 from experiments.llama.run import _modules_by_block, check_architecture, load_model_and_tokenizer, run_config
 from experiments.llama.training import Trainer
 from experiments.targeting import apply_block_adapters
-from test_llama_support import make_model_dir, write_commonsense
+from test_llama_support import make_model_dir, one_torch_thread, write_commonsense  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

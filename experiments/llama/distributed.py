@@ -41,13 +41,11 @@ class DistContext:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
-    def broadcast_object(self, value):
-        """Return rank 0's `value` on every process."""
-        if not self.distributed:
-            return value
-        holder = [value]
-        dist.broadcast_object_list(holder, src=0)
-        return holder[0]
+    def broadcast_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Overwrite `tensor` with rank 0's copy on every process and return it."""
+        if self.distributed:
+            dist.broadcast(tensor, src=0)
+        return tensor
 
     def barrier(self) -> None:
         if self.distributed:

@@ -61,6 +61,9 @@ def load_model_and_tokenizer(path: str, model_key: str, dtype: str, device: torc
 
     model_config = AutoConfig.from_pretrained(path)
     check_architecture(model_config, model_key, path)
+    # NOTE: the DoRA scripts tokenized LLaMA-2 text with the slow sentencepiece LlamaTokenizer; this loads
+    # the tokenizers-backed class of the installed transformers, whose handling of the 16-space indents
+    # of the prompts has not been compared with the slow one here.
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
@@ -120,7 +123,7 @@ def run_config(config: RunConfig, *, model_path: str, data_dir: Path, results_di
 
     path = None
     if context.is_main:
-        extra = _extra_fields(config, report, outcome, norms_before, samples, model_path, context,
+        extra = _extra_fields(config, report, outcome, norms_before, samples, model_path, tokenizer, context,
                               len(train_records), len(validation_records), time.time() - started)
         path = results.write_result(directory, record_config, metrics, outcome.history, **extra)
         checkpoint.unlink(missing_ok=True)
@@ -129,7 +132,7 @@ def run_config(config: RunConfig, *, model_path: str, data_dir: Path, results_di
     return path
 
 
-def _extra_fields(config, report, outcome, norms_before, samples, model_path, context, train_size,
+def _extra_fields(config, report, outcome, norms_before, samples, model_path, tokenizer, context, train_size,
                   validation_size, seconds) -> dict[str, Any]:
     import peft
     import transformers
@@ -144,6 +147,7 @@ def _extra_fields(config, report, outcome, norms_before, samples, model_path, co
                      "train_examples": train_size, "validation_examples": validation_size},
         "samples": samples,
         "environment": {"model_path": str(model_path), "world_size": context.world_size,
+                        "tokenizer_class": type(tokenizer).__name__,
                         "device": torch.cuda.get_device_name(context.device) if context.device.type == "cuda"
                         else "cpu",
                         "torch": torch.__version__, "transformers": transformers.__version__,

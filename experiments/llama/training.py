@@ -95,6 +95,10 @@ class Trainer:
         if not self.parameters:
             raise ValueError("the model has no trainable parameters; were the adapters attached?")
         self.names = [name for name, p in model.named_parameters() if p.requires_grad]
+        # Every process seeds the adapter initialisation alike; copying rank 0's values makes that a fact.
+        with torch.no_grad():
+            for parameter in self.parameters:
+                context.broadcast_(parameter.data)
         self.optimizer = torch.optim.AdamW(self.parameters, lr=config.lr, betas=config.adam_betas,
                                            eps=config.adam_eps, weight_decay=config.weight_decay)
         self.pad_token_id = tokenizer.pad_token_id
