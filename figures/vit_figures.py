@@ -16,6 +16,7 @@ folder holds rank-4 single-block runs.
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
 from pathlib import Path
 
@@ -114,11 +115,12 @@ def draw_block_norms(ax: Axes, groups: dict[str, list[dict]]) -> None:
         if block in before:
             ax.plot(range(len(before[block])), before[block], marker=".", color=color(block), label=f"{block} before")
             drawn = True
-        tuned = groups.get(block, [])
-        after = norms_by_layer(tuned[0].get("history", []), "spectral", "last") if tuned else {}
-        if block in after:
-            ax.plot(range(len(after[block])), after[block], linestyle="--", color=color(block),
-                    label=f"{block} after tuning {block}")
+        # Mean over seeds of the tuned block's norms after the last epoch.
+        after = [norms[block] for r in groups.get(block, [])
+                 if block in (norms := norms_by_layer(r.get("history", []), "spectral", "last"))]
+        if after:
+            mean = [statistics.fmean(values) for values in zip(*after)]
+            ax.plot(range(len(mean)), mean, linestyle="--", color=color(block), label=f"{block} after tuning {block}")
             drawn = True
     if drawn:
         ax.legend(fontsize=6, ncol=2)
@@ -142,6 +144,9 @@ def build_figure3(records: list[dict]) -> Figure:
         draw_curves(axes[row][0], groups, "train_loss", f"training loss, {name}", "rank-4 single-block runs")
         draw_curves(axes[row][1], groups, "test_accuracy", f"test accuracy (%), {name}", "rank-4 single-block runs")
         draw_block_norms(axes[row][2], groups)
+        absent = [block for block in "QKVO" if block not in groups]
+        if groups and absent:
+            axes[row][0].set_title(f"missing: {', '.join(absent)}", fontsize=8, color="0.35")
     for column, panel_title in enumerate(("(a) training", "(b) test", "(c) norms per layer")):
         axes[0][column].set_title(panel_title, loc="left", fontsize=9)
     return figure

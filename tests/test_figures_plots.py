@@ -16,7 +16,7 @@ def vit_record(blocks, seed, *, experiment="figure3", rank=4, dataset="cifar100"
                switch_blocks="", switch_epoch=0, epochs=3):
     history = []
     for epoch in range(epochs + 1):
-        norms = {b: {"spectral": [1.0 + layer + epoch * (b == blocks) for layer in range(3)],
+        norms = {b: {"spectral": [1.0 + layer + (epoch + 0.5 * seed) * (b == blocks) for layer in range(3)],
                      "frobenius": [5.0 + layer for layer in range(3)]} for b in "QKVO"}
         history.append({"epoch": epoch, "train_loss": 2.0 / (epoch + 1) + seed * 0.1,
                         "test_accuracy": 50.0 + 10 * epoch + seed, "norms": norms})
@@ -75,7 +75,8 @@ def test_figure3_content():
     assert norms.get_ylabel() == "spectral norm"
     assert len(norms.get_lines()) == 8  # before and after tuning, per block
     after_o = [line for line in norms.get_lines() if line.get_label() == "O after tuning O"][0]
-    assert list(after_o.get_ydata()) == [4.0, 5.0, 6.0]
+    assert list(after_o.get_ydata()) == [4.25, 5.25, 6.25]  # mean over seeds 0 and 1
+    assert loss.get_title() == ""  # all four blocks present
     before_o = [line for line in norms.get_lines() if line.get_label() == "O before"][0]
     assert list(before_o.get_ydata()) == [0.5, 1.5, 2.5]
 
@@ -92,6 +93,7 @@ def test_figure3_falls_back_to_table1():
     records = [vit_record(b, 0, experiment="table1") for b in "VO"]
     figure = vit_figures.build_figure3(records)
     assert legend_labels(figure.axes[0]) == ["V (n=1)", "O (n=1)"]
+    assert figure.axes[0].get_title() == "missing: Q, K"
 
 
 def test_figure3_without_results_marks_missing():
