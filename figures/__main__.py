@@ -62,8 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m figures", description=__doc__.splitlines()[0])
     parser.add_argument("targets", nargs="*", default=["all"], metavar="TARGET",
                         help=f"what to build: {', '.join(TARGETS)} or all (default: all)")
-    parser.add_argument("--profile", action="append", choices=PROFILES,
-                        help="result profile to draw from; repeat for several (default: all profiles)")
+    parser.add_argument("--profile", action="append",
+                        help=f"result profile (a folder under --results-root) to draw from; repeat for several "
+                             f"(default: {' and '.join(PROFILES)})")
     parser.add_argument("--results-root", type=Path, default=RESULTS_ROOT,
                         help="folder holding one subfolder per profile (default: results/)")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "outputs", help="output folder (default: outputs/)")
@@ -74,6 +75,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     unknown = [t for t in args.targets if t != "all" and t not in TARGETS]
     if unknown:
         parser.error(f"unknown target {unknown[0]!r}: choose from {', '.join(TARGETS)} or all")
+    for profile in args.profile or []:
+        # The standard profiles are drawn even before any result exists; others must exist.
+        if profile not in PROFILES and not (args.results_root / profile).is_dir():
+            parser.error(f"profile folder {args.results_root / profile} not found: choose {' or '.join(PROFILES)} "
+                         "or an existing folder such as smoke")
     return args
 
 

@@ -158,6 +158,18 @@ def test_cli_reports_invalid_result(tmp_path, caplog):
     assert "invalid accuracy -3.0" in caplog.text
 
 
+def test_cli_other_profile_folder(tmp_path, capsys):
+    write_vit_results(tmp_path / "results")
+    (tmp_path / "results" / "cpu_profile").rename(tmp_path / "results" / "smoke")
+    status = main(["table1", "--profile", "smoke", "--results-root", str(tmp_path / "results"),
+                   "--out", str(tmp_path / "out")])
+    assert status == 0
+    assert "Profile `smoke`" in (tmp_path / "out" / "smoke" / "table1.md").read_text()
+    with pytest.raises(SystemExit):
+        main(["table1", "--profile", "nowhere", "--results-root", str(tmp_path / "results")])
+    assert "profile folder" in capsys.readouterr().err
+
+
 def test_cli_rejects_unknown_target(capsys):
     with pytest.raises(SystemExit) as error:
         main(["table6"])
