@@ -175,6 +175,34 @@ def test_resume_after_kill(workspace, context, tmp_path):
     assert _losses(outcome.history) == pytest.approx(_losses(uninterrupted), rel=1e-5)
 
 
+def test_kill_during_evaluation_resumes(workspace, context, tmp_path, monkeypatch):
+    root, data_dir, model_dir = workspace
+    from experiments.llama import evaluation
+
+    config = RunConfig(**{**TINY, "experiment": "killed", "test_sets": ("boolq", "piqa")})
+    real_generate = evaluation.generate_batch
+
+    def dies_on_piqa(model, tokenizer, records, config, device):
+        if "solution1" in records[0]["instruction"]:
+            raise KeyboardInterrupt("killed")
+        return real_generate(model, tokenizer, records, config, device)
+
+    monkeypatch.setattr(evaluation, "generate_batch", dies_on_piqa)
+    with pytest.raises(KeyboardInterrupt):
+        run_config(config, model_path=str(model_dir), data_dir=data_dir, results_dir=tmp_path, context=context)
+    checkpoints = tmp_path / "killed" / ".checkpoints"
+    [finished] = checkpoints.glob("*.evaluation.json")
+    assert list(json.loads(finished.read_text())) == ["boolq"]
+
+    monkeypatch.setattr(evaluation, "generate_batch", real_generate)
+    path = run_config(config, model_path=str(model_dir), data_dir=data_dir, results_dir=tmp_path, context=context)
+    record = json.loads(path.read_text())
+    assert record["training"]["resumed_from_step"] == 3  # training had finished before the kill
+    assert [entry["step"] for entry in record["history"]] == [0, 1, 2, 3]
+    assert record["metrics"]["examples"] == {"boolq": 2, "piqa": 2}
+    assert list(checkpoints.iterdir()) == []
+
+
 class _ScriptedModel(torch.nn.Module):
     """Stands in for a LLaMA in generate(): answers every prompt with a fixed text, then pads."""
 

@@ -10,7 +10,10 @@ rows of a batch, which with LLaMA-3's pad id 0 ("!") would otherwise be decoded 
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,17 +62,40 @@ def generate_batch(model, tokenizer, records: list[dict[str, Any]], config: RunC
             for row in range(len(records))]
 
 
+def _read_finished(path: Path | None) -> dict[str, dict[str, Any]]:
+    if path is None or not path.exists():
+        return {}
+    return json.loads(path.read_text())
+
+
+def _write_finished(path: Path, finished: dict[str, dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    with os.fdopen(handle, "w") as stream:
+        json.dump(finished, stream)
+    os.replace(temporary, path)
+
+
 def evaluate(model, tokenizer, config: RunConfig, data_dir: Path, context: DistContext,
-             progress: Callable[[str], None] = logger.info) -> tuple[dict[str, Any], dict[str, list]]:
+             progress: Callable[[str], None] = logger.info,
+             finished_path: Path | None = None) -> tuple[dict[str, Any], dict[str, list]]:
     """Generate and score every configured test set; return (metrics, kept sample generations).
 
-    Process k takes examples k, k + W, k + 2W, ...; the counts are summed over processes.
+    Process k takes examples k, k + W, k + 2W, ...; the counts are summed over processes. With
+    `finished_path`, each scored test set is recorded there and skipped when the evaluation restarts.
     """
     if tokenizer.padding_side != "left":
         raise ValueError("the tokenizer must pad on the left for batched generation (padding_side='left')")
     model.eval()
     scores, samples = {}, {}
+    finished = _read_finished(finished_path)
     for name in config.test_sets:
+        if name in finished:
+            saved = finished[name]
+            scores[name] = TaskScore(saved["total"], saved["correct"], saved["unparsable"], saved["examples"])
+            samples[name] = saved["examples"]
+            progress(f"{name}: scored before the restart, {saved['correct']} of {saved['total']} correct")
+            continue
         records = read_test_set(data_dir, name, limit=config.test_limit)
         mine = records[context.rank::context.world_size]
         score = TaskScore()
@@ -85,6 +111,10 @@ def evaluate(model, tokenizer, config: RunConfig, data_dir: Path, context: DistC
         context.all_reduce_sum(counts)
         score.total, score.correct, score.unparsable = (int(value) for value in counts.tolist())
         scores[name], samples[name] = score, score.examples
+        if finished_path is not None and context.is_main:
+            finished[name] = {"total": score.total, "correct": score.correct, "unparsable": score.unparsable,
+                              "examples": score.examples}
+            _write_finished(finished_path, finished)
         progress(f"{name}: accuracy {100 * score.accuracy:.2f}% on {score.total} examples, "
                  f"{score.unparsable} without a parsable answer")
     return summarize(scores), samples

@@ -118,7 +118,8 @@ def run_config(config: RunConfig, *, model_path: str, data_dir: Path, results_di
     outcome = trainer.run(train_records, validation_records, progress)
 
     model.config.use_cache = True
-    metrics, samples = evaluate(model, tokenizer, config, data_dir, context, progress)
+    finished_path = checkpoint.with_suffix(".evaluation.json")
+    metrics, samples = evaluate(model, tokenizer, config, data_dir, context, progress, finished_path)
     metrics["best_validation_loss"] = outcome.best_validation_loss
 
     path = None
@@ -127,6 +128,7 @@ def run_config(config: RunConfig, *, model_path: str, data_dir: Path, results_di
                               len(train_records), len(validation_records), time.time() - started)
         path = results.write_result(directory, record_config, metrics, outcome.history, **extra)
         checkpoint.unlink(missing_ok=True)
+        finished_path.unlink(missing_ok=True)
         progress(f"wrote {path}: average accuracy {metrics['average_accuracy']:.2f}%")
     context.barrier()
     return path

@@ -214,8 +214,8 @@ class Trainer:
                 progress(f"step {step}/{steps_to_run} train loss {loss:.4f} "
                          f"validation loss {entry['validation_loss']:.4f} lr {learning_rate:.3g}")
                 outcome.history.append(entry)
-                if step < steps_to_run:
-                    self._save_checkpoint(step, scheduler, outcome, best_state)
+                # Saved after the last step too, so that a run killed during evaluation skips training.
+                self._save_checkpoint(step, scheduler, outcome, best_state)
             else:
                 outcome.history.append(entry)
 
