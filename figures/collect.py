@@ -124,13 +124,28 @@ def variant_labels(records: list[dict[str, Any]], ignore: Iterable[str] = ()) ->
     return [", ".join(f"{name}={config.get(name)}" for name in varying) for config in configs]
 
 
+def row_variants(records: list[dict[str, Any]], ignore: Iterable[str] = ()) -> list[tuple[tuple, str]]:
+    """Return ((method, rank, blocks), variant label) per record, labelling variants within each row.
+
+    Variants are looked for only among records of the same row, so a setting that legitimately
+    changes from row to row (such as an alpha tied to the rank) does not split every row.
+    """
+    rows = [(r["config"].get("method", "lora"), int(r["config"]["rank"]), canonical_blocks(r["config"]["blocks"]))
+            for r in records]
+    labels = [""] * len(records)
+    for row in set(rows):
+        members = [index for index, other in enumerate(rows) if other == row]
+        for index, label in zip(members, variant_labels([records[i] for i in members], ignore)):
+            labels[index] = label
+    return list(zip(rows, labels))
+
+
 def aggregate_cells(records: Iterable[dict[str, Any]], metric: str) -> dict[CellKey, CellStats]:
     """Group results by (method, rank, blocks, dataset, variant) and collect one value per seed."""
     records = list(records)
     cells: dict[CellKey, CellStats] = defaultdict(CellStats)
-    for record, variant in zip(records, variant_labels(records)):
+    for record, (base, variant) in zip(records, row_variants(records)):
         config = record["config"]
-        base = (config["method"], int(config["rank"]), canonical_blocks(config["blocks"]))
         for dataset, value in record_cells(record, metric).items():
             key = base + (dataset, variant)
             cell = cells[key]

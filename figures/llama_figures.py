@@ -15,7 +15,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from figures.collect import initial_norms, load_records, mean_curve, variant_labels
+from figures.collect import initial_norms, load_records, mean_curve, row_variants
 from figures.paper import block_sort_key, canonical_blocks
 from figures.plotting import color, integer_x, mark_missing, moving_average, new_figure, plot_band, save, stamp_text
 
@@ -56,8 +56,7 @@ def runs_by_block_set(records: list[dict], spec: LlamaFigureSpec) -> dict[str, l
                 if r["config"].get("method", "lora") == "lora" and int(r["config"].get("rank", -1)) == spec.rank
                 and canonical_blocks(r["config"]["blocks"]) in spec.block_sets]
     groups: dict[str, list[dict]] = {}
-    for record, variant in zip(selected, variant_labels(selected)):
-        label = canonical_blocks(record["config"]["blocks"])
+    for record, ((_, _, label), variant) in zip(selected, row_variants(selected)):
         groups.setdefault(f"{label} [{variant}]" if variant else label, []).append(record)
     for label in spec.block_sets:
         if not any(name.split(" [")[0] == label for name in groups):

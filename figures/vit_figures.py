@@ -49,11 +49,12 @@ def group_runs(records: list[dict]) -> dict[str, list[dict]]:
     """Group runs by a label that names blocks, a switch, and rank, dataset or other settings where they vary."""
     vary_rank = len({r["config"].get("rank") for r in records}) > 1
     vary_dataset = len({r["config"].get("dataset") for r in records}) > 1
-    variants = variant_labels(records, ignore=FIGURE1_FIELDS)
+    labels = [run_label(record["config"], vary_rank, vary_dataset) for record in records]
     groups: dict[str, list[dict]] = defaultdict(list)
-    for record, variant in zip(records, variants):
-        label = run_label(record["config"], vary_rank, vary_dataset)
-        groups[f"{label} [{variant}]" if variant else label].append(record)
+    for label in set(labels):
+        members = [record for record, other in zip(records, labels) if other == label]
+        for record, variant in zip(members, variant_labels(members, ignore=FIGURE1_FIELDS)):
+            groups[f"{label} [{variant}]" if variant else label].append(record)
     return {label: groups[label] for label in sorted(groups, key=block_sort_key)}
 
 

@@ -128,11 +128,22 @@ def test_variants_get_own_rows(tmp_path):
     records = load_records(tmp_path / "cpu_profile", ["table1"])
     data = tables.build_table("table1", records, "cpu_profile", "test_accuracy_last", "abc123")
     rows = markdown_rows(tables.render_markdown(data))[1:]
-    sources = [row[2] for row in rows[6:10]]
-    assert sources == ["paper", "ours (epochs=2)", "ours (epochs=5)", "paper"]
+    sources = [row[2] for row in rows[:10]]
+    assert sources == ["paper", "ours", "paper", "ours", "paper", "ours", "paper", "ours (epochs=2)",
+                       "ours (epochs=5)", "paper"]
     assert rows[8][4] == f"90.00 ({90.0 - 83.54:+.2f})"
     assert rows[7][4].startswith("84.50 ± 0.71")
     assert "lora r1 CIFAR-100 [epochs=5]" in data.ordering
+
+
+def test_row_dependent_settings_no_variant(tmp_path):
+    """An alpha that follows the rank differs between rows, never within one: no variant rows."""
+    for rank in (1, 2):
+        config = {"experiment": "table1", "backbone": "vit_tiny", "dataset": "svhn", "method": "lora",
+                  "blocks": "O", "rank": rank, "seed": 0, "alpha": 2 * rank}
+        write_result(tmp_path / "table1", config, {"test_accuracy_best": 90.0})
+    cells = aggregate_cells(load_records(tmp_path, ["table1"]), "test_accuracy_best")
+    assert sorted(cells) == [("lora", 1, "O", "svhn", ""), ("lora", 2, "O", "svhn", "")]
 
 
 def test_cli_writes_tables(tmp_path):
