@@ -11,7 +11,7 @@ VERDICT_TEXT = {
     "inconclusive": "inconclusive",
 }
 # Evidence keys worth a line of their own in the Markdown; the JSON keeps all of it.
-HEADLINE_KEYS = ("breaks", "within_noise", "mismatches", "correction", "disagreeing_rows", "failures",
+HEADLINE_KEYS = ("breaks", "average_column_holds", "within_noise", "mismatches", "correction", "disagreeing_rows", "failures",
                  "exceptions_in_table", "cells_where_o_is_not_highest", "note", "reason",
                  "head_classes_consistent_with_every_row", "o_minus_v_by_rank", "ov_minus_o_by_rank",
                  "ov_minus_qv_avg", "dora_food101_o_minus_v", "o_minus_worst_of_q_k_rank4")
