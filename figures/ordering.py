@@ -114,6 +114,7 @@ def summarize_groups(groups: dict[str, dict]) -> dict:
             if comparison["holds"] is False:
                 entry = {"group": name, "comparison": label, "margin": comparison["margin"]}
                 if "combined_std" in comparison:
+                    entry["combined_std"] = comparison["combined_std"]
                     entry["within_noise"] = -comparison["margin"] <= comparison["combined_std"]
                 breaks.append(entry)
             if comparison["holds"] and comparison.get("exceeds_std") is False:
