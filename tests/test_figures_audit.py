@@ -141,7 +141,7 @@ def test_audit_markdown_lists_every_finding(findings):
     text = render_markdown(report)
     for finding_id in findings:
         assert f"## `{finding_id}`" in text
-    assert "- breaks: lora r4 SVHN: O >= V (margin -5.82, noise 0.12, beyond noise)" in text
+    assert "- breaks: lora r4 SVHN: O >= V (margin -5.82, noise 0.09, beyond noise)" in text
 
 
 def test_cli_writes_audit(tmp_path):
