@@ -29,7 +29,7 @@ METRICS = {"last": "test_accuracy_last", "best": "test_accuracy_best"}
 
 @dataclass
 class CellStats:
-    """Accuracy of one (method, rank, blocks, dataset) cell over seeds, in percent."""
+    """Accuracy of one (method, rank, blocks, dataset, variant) cell over seeds, in percent."""
 
     values: list[float] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
@@ -51,8 +51,8 @@ class CellStats:
 
 CellKey = tuple[str, int, str, str, str]  # (method, rank, blocks, dataset, variant)
 
-# Config fields that define a table cell (or are the seed); any other field that differs between the
-# records of one table marks a variant, such as a run with other epochs, shown in a row of its own.
+# Config fields that define a table cell, plus the seed. Any other field that differs between the
+# records of one table row marks a variant, such as a run with other epochs, shown in a row of its own.
 CELL_FIELDS = {"experiment", "profile", "method", "rank", "blocks", "dataset", "seed"}
 
 
