@@ -107,6 +107,8 @@ def test_collate_left_pads_to_multiple_of_8():
     assert batch["attention_mask"][0].tolist() == [0] * 13 + [1] * 3
     assert batch["labels"][0].tolist() == [IGNORE_INDEX] * 14 + [6, 7]
     assert batch["attention_mask"][1].sum() == 10
+    # The first real token is never a target, padded or not.
+    assert batch["labels"][1].tolist() == [IGNORE_INDEX] * 7 + list(range(2, 11))
 
 
 def test_reads_both_folder_layouts(tmp_path):

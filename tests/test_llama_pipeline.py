@@ -27,7 +27,8 @@ from experiments.llama.data import read_records, split_train_validation, find_tr
 from experiments.llama.distributed import init_distributed
 from experiments.llama.evaluation import evaluate
 from experiments.llama.run import _modules_by_block, check_architecture, load_model_and_tokenizer, run_config
-from experiments.llama.training import Trainer
+from experiments.llama.prompts import collate, tokenize_training_example
+from experiments.llama.training import Trainer, label_tokens, token_loss_sum
 from experiments.targeting import apply_block_adapters
 from test_llama_support import make_model_dir, one_torch_thread, write_commonsense  # noqa: F401
 
@@ -136,6 +137,20 @@ def _trainer(model_dir, data_dir, context, checkpoint=None, norms=None, **fields
 
 def _losses(history, key="train_loss"):
     return [entry[key] for entry in history if key in entry]
+
+
+def test_loss_matches_transformers(workspace, context):
+    # Our summed loss over the label count equals the mean loss LlamaForCausalLM computes from labels.
+    _, data_dir, model_dir = workspace
+    model, tokenizer = load_model_and_tokenizer(str(model_dir), "tiny-llama", "float32", context.device)
+    records = read_records(find_train_file(data_dir), need_output=True)[:5]
+    for loss_mode in ("label", "whole"):
+        examples = [tokenize_training_example(tokenizer, r, loss_mode=loss_mode, cutoff_len=256) for r in records]
+        batch = collate(examples, tokenizer.pad_token_id)
+        with torch.no_grad():
+            ours = token_loss_sum(model, batch) / sum(label_tokens(example) for example in examples)
+            reference = model(**batch).loss
+        assert float(ours) == pytest.approx(float(reference), rel=1e-5)
 
 
 def test_loss_invariant_to_micro_batch(workspace, context):

@@ -174,6 +174,9 @@ def deviations(config: RunConfig) -> dict[str, dict[str, Any]]:
                                 "used": "token mean over the whole validation set"}
     found["generation_attention_mask"] = {"reference": "not passed to generate()",
                                           "used": "passed explicitly (left padding when eval_batch_size > 1)"}
+    if config.loss_mode == "whole":
+        found["first_token_label"] = {"reference": "predicted from the last pad position in left-padded rows",
+                                      "used": "never predicted, as in an unpadded row"}
     found["data_order"] = {"reference": "unseeded shuffle", "used": f"shuffle seeded with seed={config.seed}"}
     found["adapter_at_evaluation"] = {"reference": "merged into the float16 weights",
                                       "used": f"kept separate (float32 adapter on {config.dtype} weights)"}

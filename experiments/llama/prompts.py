@@ -114,7 +114,10 @@ def collate(examples: Sequence[TokenizedExample], pad_token_id: int,
     """Left-pad a batch as `DataCollatorForSeq2Seq(pad_to_multiple_of=8)` with `padding_side="left"` does.
 
     Padded positions get attention mask 0 and label -100, so the pad token id never enters the
-    loss (it matters for LLaMA-3, whose id 0 is the real token "!").
+    loss (it matters for LLaMA-3, whose id 0 is the real token "!"). The first token of each row
+    also gets label -100. Unpadded, it is never predicted, but after left padding a pad position
+    would be trained to predict it; the reference collator keeps that term in "whole" mode, which
+    makes the loss depend on how much a row was padded.
     """
     if not examples:
         raise ValueError("cannot collate an empty batch")
@@ -128,5 +131,6 @@ def collate(examples: Sequence[TokenizedExample], pad_token_id: int,
         size = len(example.input_ids)
         input_ids[row, length - size:] = torch.tensor(example.input_ids)
         labels[row, length - size:] = torch.tensor(example.labels)
+        labels[row, length - size] = IGNORE_INDEX
         attention_mask[row, length - size:] = 1
     return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
