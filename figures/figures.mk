@@ -34,8 +34,9 @@ figures_script_figure4 := figures/llama_figures.py
 figures_script_figure5 := figures/llama_figures.py
 figures_script_figure6 := figures/llama_figures.py
 
-# $(1): profile, $(2): output name. $(3): results of that output in that profile.
-figures_results = $(foreach e,$(figures_results_$(2)),$(wildcard results/$(1)/$(e)/*.json))
+# $(1): profile, $(2): output name. The result files of that output in that profile, and their
+# folders: a folder's modification time changes when a result is added or deleted.
+figures_results = $(foreach e,$(figures_results_$(2)),$(wildcard results/$(1)/$(e) results/$(1)/$(e)/*.json))
 
 define FIGURES_TABLE_RULE
 $(FIGURES_OUT)/$(1)/$(2).md $(FIGURES_OUT)/$(1)/$(2).tex &: figures/tables.py figures/ordering.py \
