@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from tqdm.auto import tqdm
 
 from experiments.llama.answers import TaskScore, extract_answer, response_text, summarize
 from experiments.llama.configs import RunConfig
@@ -99,7 +100,8 @@ def evaluate(model, tokenizer, config: RunConfig, data_dir: Path, context: DistC
         records = read_test_set(data_dir, name, limit=config.test_limit)
         mine = records[context.rank::context.world_size]
         score = TaskScore()
-        for start in range(0, len(mine), config.eval_batch_size):
+        starts = range(0, len(mine), config.eval_batch_size)
+        for start in tqdm(starts, desc=name, unit="batch", disable=None if context.is_main else True):
             batch = mine[start:start + config.eval_batch_size]
             for record, decoded in zip(batch, generate_batch(model, tokenizer, batch, config, context.device)):
                 prediction = extract_answer(name, decoded)

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from experiments.llama.configs import RunConfig
 from experiments.llama.distributed import DistContext
@@ -181,6 +182,9 @@ class Trainer:
             outcome.history.append(entry)
             progress(f"step 0/{steps_to_run} validation loss {entry['validation_loss']:.4f}")
 
+        # The bar shows only on the main process and on a terminal (disable=None turns it off elsewhere).
+        bar = tqdm(total=steps_to_run, initial=start, desc="training", unit="step",
+                   disable=None if self.context.is_main else True)
         for step in range(start + 1, steps_to_run + 1):
             epoch, position = divmod(step - 1, steps_per_epoch)
             order = epoch_order(len(train_records), config.seed, epoch)
@@ -204,6 +208,8 @@ class Trainer:
 
             entry = {"step": step, "epoch": step / steps_per_epoch, "train_loss": loss,
                      "learning_rate": learning_rate, "label_tokens": tokens}
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
             if step % config.eval_every == 0 or step == steps_to_run:
                 entry["validation_loss"] = self.validation_loss(validation_records)
                 entry["tuned_block_norms"] = self.measure_norms()
@@ -219,6 +225,7 @@ class Trainer:
             else:
                 outcome.history.append(entry)
 
+        bar.close()
         outcome.steps_run = steps_to_run
         if config.selection == "last" or best_state is None:
             outcome.selected_step = steps_to_run
