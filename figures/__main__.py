@@ -4,7 +4,7 @@ Usage: python -m figures [TARGET ...] [--profile NAME ...] [--results-root DIR] 
                          [--metric last|best]
 
 TARGET is table1-5, table7, table8, figure1-6, audit or all (the default).
-Outputs, per result profile: OUT/<profile>/tableN.{md,tex} and
+Outputs, per result profile: OUT/<profile>/tableN.{md,tex,csv} and
 OUT/<profile>/figureN.{png,pdf}; the audit of the paper's own numbers goes to
 OUT/audit.{md,json}. A profile without results still gets every output, with
 each run marked missing.
@@ -39,7 +39,8 @@ def make_table(table: str, results_dir: Path, out_dir: Path, profile: str, metri
     records = load_records(results_dir, tables.TABLES[table].experiments)
     data = tables.build_table(table, records, profile, metric, version)
     return [write_text(out_dir / f"{table}.md", tables.render_markdown(data)),
-            write_text(out_dir / f"{table}.tex", tables.render_latex(data))]
+            write_text(out_dir / f"{table}.tex", tables.render_latex(data)),
+            write_text(out_dir / f"{table}.csv", tables.render_csv(data))]
 
 
 def make_figure(figure: str, results_dir: Path, out_dir: Path, profile: str, version: str) -> list[Path]:

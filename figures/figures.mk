@@ -3,7 +3,7 @@
 # Every output depends on the script that draws it, the code it shares, the
 # paper data it shows and the result files it reads, so `make figures` redraws
 # only what changed. Result folders are globbed when make starts.
-# Outputs: $(FIGURES_OUT)/<profile>/tableN.{md,tex}, figureN.{png,pdf}; $(FIGURES_OUT)/audit.{md,json}.
+# Outputs: $(FIGURES_OUT)/<profile>/tableN.{md,tex,csv}, figureN.{png,pdf}; $(FIGURES_OUT)/audit.{md,json}.
 
 FIGURES_OUT ?= outputs
 FIGURES_METRIC ?= best
@@ -39,7 +39,7 @@ figures_script_figure6 := figures/llama_figures.py
 figures_results = $(foreach e,$(figures_results_$(2)),$(wildcard results/$(1)/$(e) results/$(1)/$(e)/*.json))
 
 define FIGURES_TABLE_RULE
-$(FIGURES_OUT)/$(1)/$(2).md $(FIGURES_OUT)/$(1)/$(2).tex &: figures/tables.py figures/ordering.py \
+$(FIGURES_OUT)/$(1)/$(2).md $(FIGURES_OUT)/$(1)/$(2).tex $(FIGURES_OUT)/$(1)/$(2).csv &: figures/tables.py figures/ordering.py \
 		figures/paper_data/$(2).csv $(FIGURES_COMMON) $(call figures_results,$(1),$(2)) | $(STAMP)
 	$(FIGURES_RUN) $(2) --profile $(1)
 endef
@@ -52,7 +52,7 @@ endef
 
 FIGURES_FIGURES := figure1 figure2 figure3 figure4 figure5 figure6
 FIGURES_OUTPUTS := $(FIGURES_OUT)/audit.md $(FIGURES_OUT)/audit.json \
-	$(foreach p,$(FIGURES_PROFILES),$(foreach t,$(FIGURES_TABLES),$(FIGURES_OUT)/$(p)/$(t).md $(FIGURES_OUT)/$(p)/$(t).tex)) \
+	$(foreach p,$(FIGURES_PROFILES),$(foreach t,$(FIGURES_TABLES),$(foreach x,md tex csv,$(FIGURES_OUT)/$(p)/$(t).$(x)))) \
 	$(foreach p,$(FIGURES_PROFILES),$(foreach f,$(FIGURES_FIGURES),$(FIGURES_OUT)/$(p)/$(f).png $(FIGURES_OUT)/$(p)/$(f).pdf))
 
 $(foreach p,$(FIGURES_PROFILES),$(foreach t,$(FIGURES_TABLES),$(eval $(call FIGURES_TABLE_RULE,$(p),$(t)))))

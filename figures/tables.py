@@ -9,6 +9,8 @@ Cells without results read "missing"; cells the paper does not report read
 
 from __future__ import annotations
 
+import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,6 +168,38 @@ def render_markdown(data: TableData) -> str:
               if data.ordering else "## Claimed ordering on our results", ""]
     lines += [f"- {line}" for line in ordering_lines(data)] or ["- no results yet"]
     return "\n".join(lines) + "\n"
+
+
+CSV_COLUMNS = ("table", "profile", "metric", "method", "rank", "blocks", "dataset", "variant", "paper_mean",
+               "paper_std", "ours_mean", "ours_std", "ours_n", "difference", "seeds")
+
+
+def render_csv(data: TableData) -> str:
+    """Render one line per (configuration, dataset, variant): paper and ours side by side, for analysis.
+
+    Empty fields are absent values (no run, no reported std); they are never written as 0.
+    """
+    stream = io.StringIO()
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for method, rank, blocks in data.configs:
+        variants = sorted({key[4] for key in data.ours if key[:3] == (method, rank, blocks)}) or [""]
+        for variant in variants:
+            for dataset in data.datasets:
+                reported = data.paper.get((method, rank, blocks, dataset))
+                stats = data.ours.get((method, rank, blocks, dataset, variant))
+                if reported is None and stats is None:
+                    continue
+                ours_mean = stats.mean if stats else None
+                writer.writerow([
+                    f"table{data.spec.number}", data.profile, data.metric, method, rank, blocks, dataset, variant,
+                    reported.mean_text if reported else "", reported.std if reported and reported.std is not None else "",
+                    f"{ours_mean:.4f}" if stats else "", f"{stats.std:.4f}" if stats and stats.std is not None else "",
+                    stats.n if stats else 0,
+                    f"{ours_mean - reported.mean:.4f}" if stats and reported else "",
+                    " ".join(sorted(str(seed) for seed in stats.seeds)) if stats else "",
+                ])
+    return stream.getvalue()
 
 
 def latex_escape(text: str) -> str:

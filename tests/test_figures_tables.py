@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import statistics
 
@@ -80,6 +82,20 @@ def test_latex_booktabs(table1):
     assert r"83.54 $\pm$ 0.17" in latex
     assert r"\textit{missing}" in latex
     assert "abc123" in latex
+
+
+def test_csv_side_by_side(table1):
+    lines = list(csv.DictReader(io.StringIO(tables.render_csv(table1))))
+    o_cifar = [row for row in lines if (row["blocks"], row["rank"], row["dataset"]) == ("O", "1", "cifar100")]
+    assert len(o_cifar) == 1
+    assert o_cifar[0]["paper_mean"] == "83.54"
+    assert float(o_cifar[0]["ours_mean"]) == pytest.approx(84.5)
+    assert float(o_cifar[0]["difference"]) == pytest.approx(84.5 - 83.54)
+    assert o_cifar[0]["seeds"] == "0 1"
+    k_svhn = [row for row in lines if (row["blocks"], row["rank"], row["dataset"]) == ("K", "1", "svhn")][0]
+    assert k_svhn["ours_mean"] == ""  # missing, not zero
+    assert k_svhn["ours_n"] == "0"
+    assert len(lines) == 48  # every paper cell once, no extra datasets
 
 
 def test_latex_escapes_special_characters():
