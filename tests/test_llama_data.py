@@ -76,6 +76,13 @@ def test_label_mode_masks_prompt(tokenizer):
     assert tokenizer.decode(kept, skip_special_tokens=True).strip() == "the correct answer is true"
 
 
+def test_answer_only_mode_targets_answer(tokenizer):
+    example = tokenize_training_example(tokenizer, RECORD, loss_mode="answer_only", cutoff_len=256)
+    kept = [label for label in example.labels if label != IGNORE_INDEX]
+    assert tokenizer.decode(kept, skip_special_tokens=True).strip() == "true"
+    assert tokenizer.decode(example.input_ids, skip_special_tokens=True) == training_prompt(RECORD, output="true")
+
+
 def test_whole_mode_trains_on_everything(tokenizer):
     example = tokenize_training_example(tokenizer, RECORD, loss_mode="whole", cutoff_len=256)
     assert example.labels == example.input_ids

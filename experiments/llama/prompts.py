@@ -14,6 +14,9 @@ Loss modes:
   label instead of the whole text): the loss covers only the response, "the correct answer is
   <answer>", and the end-of-sequence token. Prompt tokens get label -100, counted as in the
   reference's ``train_on_inputs=False`` branch (the length of the tokenized prompt without output).
+- ``"answer_only"``: the other reading of "predict the label directly". The response is the bare
+  answer ("true", "solution2", ...) in place of the sentence, and the loss covers it and EOS. The
+  evaluation pattern finds the answer either way.
 - ``"whole"`` (the DoRA scripts, ``train_on_inputs=True``): the loss covers every token.
 """
 
@@ -27,7 +30,7 @@ import torch
 INDENT = " " * 16
 RESPONSE_MARKER = "### Response:"
 IGNORE_INDEX = -100
-LOSS_MODES = ("label", "whole")
+LOSS_MODES = ("label", "answer_only", "whole")
 
 _PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 _PREAMBLE_WITH_INPUT = (
@@ -85,20 +88,22 @@ def tokenize_training_example(tokenizer, record: dict[str, Any], *, loss_mode: s
                               cutoff_len: int) -> TokenizedExample:
     """Tokenize one training record as the reference does: truncate to `cutoff_len`, then append EOS if room.
 
-    In "label" mode the first len(tokenize(prompt without output)) labels are masked with -100.
+    In "label" and "answer_only" modes the first len(tokenize(prompt without output)) labels are
+    masked with -100.
     """
     if loss_mode not in LOSS_MODES:
         raise ValueError(f"invalid loss_mode {loss_mode!r}: choose one of {LOSS_MODES}")
     if cutoff_len < 2:
         raise ValueError(f"cutoff_len must be at least 2 tokens, got {cutoff_len}")
 
-    input_ids = _tokenize(tokenizer, training_prompt(record), cutoff_len)
+    output = record["answer"] if loss_mode == "answer_only" else record["output"]
+    input_ids = _tokenize(tokenizer, training_prompt(record, output=output), cutoff_len)
     eos = tokenizer.eos_token_id
     if input_ids[-1] != eos and len(input_ids) < cutoff_len:
         input_ids.append(eos)
     labels = list(input_ids)
 
-    if loss_mode == "label":
+    if loss_mode != "whole":
         prompt_length = len(_tokenize(tokenizer, training_prompt(record, output=""), cutoff_len))
         labels[:prompt_length] = [IGNORE_INDEX] * min(prompt_length, len(labels))
     return TokenizedExample(input_ids=input_ids, labels=labels)

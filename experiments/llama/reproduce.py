@@ -24,6 +24,7 @@ from pathlib import Path
 from experiments import results
 from experiments.llama.configs import MODELS, paper_runs
 from experiments.llama.data import TEST_SETS, missing_data_files
+from experiments.llama.prompts import LOSS_MODES
 from experiments.targeting import parse_blocks
 
 logger = logging.getLogger(__name__)
@@ -56,8 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ranks", type=int, nargs="+", help="run only these ranks of the table or figure")
     parser.add_argument("--test-sets", nargs="+", choices=[test_set.name for test_set in TEST_SETS],
                         help="evaluate only these test sets (default: all eight)")
-    parser.add_argument("--loss-mode", choices=("label", "whole"), default="label",
-                        help="label: loss on the response only (the paper); whole: on the whole prompt (DoRA)")
+    parser.add_argument("--loss-mode", choices=LOSS_MODES, default="label",
+                        help="label: loss on the response only (the paper); answer_only: the response is the "
+                             "bare answer; whole: loss on the whole prompt (DoRA)")
     parser.add_argument("--micro-batch-size", type=int, default=16,
                         help="examples per forward pass; the batch of 16 is reached by accumulation")
     parser.add_argument("--eval-batch-size", type=int, default=1,
