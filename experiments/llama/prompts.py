@@ -2,12 +2,13 @@
 
 The templates are byte-exact copies of the strings built by NVlabs/DoRA
 ``commonsense_reasoning/finetune.py::generate_prompt`` (training) and
-``commonsense_evaluate.py::generate_prompt`` (evaluation). They differ in whitespace: the lines
-after the preamble are indented by 16 spaces in both, but the training preamble ends with two
-spaces, its blank lines hold 16 spaces and the output follows the response marker, whereas the
-evaluation preamble ends with one space, its blank lines are empty and it ends with the marker,
-a newline and 16 spaces. A model trained on one and scored on the other is what the reference
-numbers measure, so both are kept.
+``commonsense_evaluate.py::generate_prompt`` (evaluation). In both, the lines after the preamble
+are indented by 16 spaces, but they differ in whitespace elsewhere:
+- training: the preamble ends with two spaces, blank lines contain 16 spaces, and the output
+  follows the response marker;
+- evaluation: the preamble ends with one space, blank lines are empty, and the prompt ends with
+  the marker, a newline and 16 spaces.
+The reference numbers measure a model trained on one and scored on the other, so both are kept.
 
 Loss modes:
 - ``"label"`` (the default of "LoRA in the right place", which trains the model to predict the
@@ -120,9 +121,9 @@ def collate(examples: Sequence[TokenizedExample], pad_token_id: int,
 
     Padded positions get attention mask 0 and label -100, so the pad token id never enters the
     loss (it matters for LLaMA-3, whose id 0 is the real token "!"). The first token of each row
-    also gets label -100. Unpadded, it is never predicted, but after left padding a pad position
-    would be trained to predict it; the reference collator keeps that term in "whole" mode, which
-    makes the loss depend on how much a row was padded.
+    also gets label -100, because nothing precedes it in an unpadded row. The reference collator
+    keeps that label in "whole" mode, so there the last pad position learns to predict it and the
+    loss depends on how much a row was padded.
     """
     if not examples:
         raise ValueError("cannot collate an empty batch")

@@ -61,9 +61,9 @@ def load_model_and_tokenizer(path: str, model_key: str, dtype: str, device: torc
 
     model_config = AutoConfig.from_pretrained(path)
     check_architecture(model_config, model_key, path)
-    # NOTE: the DoRA scripts tokenized LLaMA-2 text with the slow sentencepiece LlamaTokenizer; this loads
-    # the tokenizers-backed class of the installed transformers, whose handling of the 16-space indents
-    # of the prompts has not been compared with the slow one here.
+    # NOTE: the DoRA scripts tokenized LLaMA-2 text with the slow sentencepiece LlamaTokenizer. This loads
+    # the tokenizers-backed class of the installed transformers. Nobody has compared how the two split
+    # the 16-space indents of the prompts.
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
