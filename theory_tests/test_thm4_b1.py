@@ -29,14 +29,22 @@ from theory_tests.profiles import examples
 CLAIM = "thm4.B1"
 
 
-def monte_carlo_rng(claim: str) -> np.random.Generator:
-    """Return a generator: fixed seed in the ci profile, fresh otherwise; BLOCKRANK_MC_SEED replays one."""
+def monte_carlo_seed(claim: str) -> int:
+    """Return a seed: fixed in the ci profile, fresh otherwise; BLOCKRANK_MC_SEED replays a run.
+
+    The seed is recorded in the claim's evidence so that any run can be repeated.
+    """
     seed = os.environ.get("BLOCKRANK_MC_SEED")
     if seed is None:
         ci = os.environ.get("HYPOTHESIS_PROFILE", "default") == "ci"
         seed = 20261204 if ci else np.random.SeedSequence().entropy % 2**63
     evidence.note(claim, "monte_carlo_seed", int(seed))
-    return np.random.default_rng(int(seed))
+    return int(seed)
+
+
+def monte_carlo_rng(claim: str) -> np.random.Generator:
+    """Return a generator seeded by `monte_carlo_seed`."""
+    return np.random.default_rng(monte_carlo_seed(claim))
 
 
 def exact_log_tail(d: int, t: float) -> float:
