@@ -59,7 +59,7 @@ def main(table: str | None = None, figure: str | None = None, extra=()) -> int:
 
     import torch
 
-    from experiments.vit import plans, sweep
+    from experiments.vit import distributed, plans, sweep
     from experiments.vit.train import RunEnvironment
 
     cuda = torch.cuda.is_available()
@@ -110,6 +110,8 @@ def main(table: str | None = None, figure: str | None = None, extra=()) -> int:
         return 0
 
     jobs = args.jobs or (torch.cuda.device_count() if device.startswith("cuda") else (os.cpu_count() or 1))
+    if distributed.is_distributed():
+        jobs = 1  # under torchrun / accelerate launch all processes train each run together
     for plan in loaded:
         logger.info("%s (%s, %d runs): %s", plan.name, profile, len(plan.runs), plan.description)
     try:

@@ -22,8 +22,8 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from experiments.results import write_result
-from experiments.vit import model_setup
+from experiments.results import config_hash, write_result
+from experiments.vit import distributed, model_setup
 from experiments.vit.backbones import create_backbone, get_backbone
 from experiments.vit.config import RunConfig
 
@@ -73,8 +73,15 @@ def build_loaders(config: RunConfig, env: RunEnvironment, mean, std, generator: 
             download=env.download, verify_checksums=env.verify_checksums, check_sizes=env.check_sizes)
         drop_last = len(train) > config.batch_size  # AdaptFormer drops the last partial batch
     pin = env.device.startswith("cuda")
-    train_loader = DataLoader(train, batch_size=config.batch_size, shuffle=True, drop_last=drop_last,
-                              generator=generator, num_workers=env.num_workers, pin_memory=pin)
+    sampler = None
+    if distributed.is_distributed():
+        from torch.utils.data.distributed import DistributedSampler
+
+        # Each process sees its shard of every epoch; set_epoch reshuffles per epoch.
+        sampler = DistributedSampler(train, shuffle=True, seed=config.seed, drop_last=drop_last)
+    train_loader = DataLoader(train, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+                              drop_last=drop_last, generator=generator, num_workers=env.num_workers,
+                              pin_memory=pin)
     test_loader = DataLoader(test, batch_size=max(config.batch_size, 256), shuffle=False,
                              num_workers=env.num_workers, pin_memory=pin)
     return train_loader, test_loader, num_classes
@@ -105,6 +112,7 @@ def run(config: RunConfig, env: RunEnvironment) -> Path:
     from tqdm.auto import tqdm
 
     started = time.perf_counter()
+    env.device = distributed.initialise(env.device)
     generator = seed_everything(config.seed)
     backbone = get_backbone(config.backbone)
     train_loader, test_loader, num_classes = build_loaders(config, env, backbone.mean, backbone.std, generator)
@@ -120,6 +128,7 @@ def run(config: RunConfig, env: RunEnvironment) -> Path:
     wrapped = {config.blocks: report.wrapped_modules}
     initial_norms = model_setup.effective_block_norms(model, layers)
     optimizer, schedule = _optimizer(model, config, config.lr)
+    trained = distributed.wrap(model, env.device)  # what forward runs through; `model` stays the peft model
 
     history: list[dict[str, Any]] = []
     step = 0
@@ -133,16 +142,19 @@ def run(config: RunConfig, env: RunEnvironment) -> Path:
                                                           (config.epochs - config.switch_epoch) * steps_per_epoch)
             wrapped[config.switch_blocks] = switched.wrapped_modules
             optimizer, schedule = _optimizer(model, config, lr)
+            trained = distributed.wrap(model, env.device)
             logger.info("epoch %d: merged %s adapters, now tuning %s", epoch, config.blocks, config.switch_blocks)
 
         model.train()
+        if hasattr(train_loader.sampler, "set_epoch"):
+            train_loader.sampler.set_epoch(epoch)
         epoch_started = time.perf_counter()
         lr = schedule.get_last_lr()[0]
         loss_sum, seen = 0.0, 0
         bar = tqdm(train_loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=not env.progress)
         for images, labels in bar:
             images, labels = images.to(env.device, non_blocking=True), labels.to(env.device, non_blocking=True)
-            loss = F.cross_entropy(model(images), labels)
+            loss = F.cross_entropy(trained(images), labels)
             total = loss
             if config.method == "adalora":
                 total = loss + config.adalora_orth_reg * model_setup.adalora_orthogonal_penalty(model)
@@ -165,6 +177,7 @@ def run(config: RunConfig, env: RunEnvironment) -> Path:
 
         accuracy = evaluate(model, test_loader, env.device)
         best = max(best, accuracy)
+        loss_sum, seen = distributed.sum_over_processes([loss_sum, float(seen)], env.device)
         train_loss = loss_sum / seen
         history.append({"epoch": epoch, "train_loss": train_loss, "test_accuracy": accuracy, "lr": lr,
                         "tuned_blocks": config.switch_blocks if config.switch_blocks and epoch > config.switch_epoch
@@ -185,13 +198,15 @@ def run(config: RunConfig, env: RunEnvironment) -> Path:
     }
     assert all(math.isfinite(value) for value in metrics.values()), f"non-finite metric in {metrics}"
     directory = Path(env.output_root) / config.profile / config.experiment
+    if not distributed.is_main():
+        distributed.barrier()
+        return directory / f"{config_hash(config.to_dict())}.json"
     if env.save_adapters:
-        from experiments.results import config_hash
-
         model_setup.save_adapters(model, directory / "adapters" / config_hash(config.to_dict()))
     path = write_result(directory, config.to_dict(), metrics, history, wrapped_modules=wrapped,
                         backbone_load=load_report, initial_norms=initial_norms, device=env.device,
-                        torch_version=torch.__version__, **env.extra)
+                        torch_version=torch.__version__, world_size=distributed.world_size(), **env.extra)
+    distributed.barrier()
     logger.info("finished %s %s %s r=%d seed=%d: last %.2f best %.2f (%d params) -> %s", config.experiment,
                 config.dataset, config.blocks, config.rank, config.seed, metrics["test_accuracy_last"], best,
                 report.trainable_params, path)
