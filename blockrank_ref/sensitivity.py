@@ -220,6 +220,8 @@ def operator_norm(point: AttentionPoint, block: str, seed: int = 0) -> float:
         return float(torch.linalg.matrix_norm(point.mixed[0], ord=2) * torch.linalg.matrix_norm(point.W_O, ord=2))
     if block in ("Q", "K") and point.n == 1:
         return 0.0  # softmax of a single logit is constant
+    if point.heads == 1:
+        return head_operator_norm(point, block, 0, seed=seed)
 
     n, d = point.n, point.d
     if n * d <= d * d:
@@ -243,3 +245,51 @@ def sensitivities(X: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor, W_O: Tensor,
     """Return the exact sensitivity of Eq. (1) to each block, keyed by 'Q', 'K', 'V', 'O'."""
     point = AttentionPoint(X, W_Q, W_K, W_V, W_O, heads=heads)
     return {block: operator_norm(point, block, seed=seed) for block in BLOCKS}
+
+
+def _psd_sqrt(G: Tensor) -> Tensor:
+    """Return the symmetric square root of a positive semi-definite matrix (negative rounding clamped)."""
+    eigenvalues, eigenvectors = torch.linalg.eigh((G + G.T) / 2)
+    return (eigenvectors * eigenvalues.clamp_min(0.0).sqrt()) @ eigenvectors.T
+
+
+def head_operator_norm(point: AttentionPoint, block: str, h: int, seed: int = 0) -> float:
+    """Return the exact sensitivity of head h's output A_h X W_V^h W_O^h to its own slice of W.
+
+    For Q and K the derivative factors as L_out J L_in through the n x n logit
+    space, so its norm equals that of N(E) = J(P_left E P_right) G_U^{1/2} on
+    R^{n x n}, where L_in L_in^* (E) = P_left^2 E P_right^2 and G_U = U_h U_h^T:
+    for Q, P_left^2 = X X^T and P_right^2 = Kx_h Kx_h^T / d_h; for K, P_left^2 =
+    Qx_h Qx_h^T / d_h and P_right^2 = X X^T. Only n x n matrices are formed.
+    """
+    if block not in BLOCKS:
+        raise ValueError(f"block must be one of {BLOCKS}; got {block!r}")
+    if not 0 <= h < point.heads:
+        raise ValueError(f"head index must be in [0, {point.heads - 1}]; got {h}")
+    rows = point.rows[h]
+    if block == "V":
+        return float(torch.linalg.matrix_norm(point.mixed[h], ord=2)
+                     * torch.linalg.matrix_norm(point.W_O[rows, :], ord=2))
+    if block == "O":
+        return float(torch.linalg.matrix_norm(point.values_mixed(h), ord=2))
+    n = point.n
+    if n == 1:
+        return 0.0
+
+    gram_X = point.X @ point.X.T  # n x n
+    if block == "Q":
+        left = _psd_sqrt(gram_X)
+        right = _psd_sqrt(point.keys[h] @ point.keys[h].T / point.head_dim)
+    else:
+        left = _psd_sqrt(point.queries[h] @ point.queries[h].T / point.head_dim)
+        right = _psd_sqrt(gram_X)
+    values_out = point.values[h] @ point.W_O[rows, :]  # n x d
+    out = _psd_sqrt(values_out @ values_out.T)  # n x n
+    A, A_rest = point.A[h], point.A_rest[h]
+
+    def apply(e: Tensor) -> Tensor:
+        E = e.reshape(n, n)
+        M = softmax_jvp(A, A_rest, left @ E @ right) @ out
+        return (left @ softmax_jvp(A, A_rest, M @ out) @ right).reshape(-1)
+
+    return math.sqrt(_largest_eigenvalue(apply, n * n, point.X.dtype, seed))

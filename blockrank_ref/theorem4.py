@@ -255,7 +255,7 @@ def weights_meeting_hypotheses(d: int, c: float, tau: float, alpha: float, beta:
         V = _orthogonal(d, rng)
         P = (V * eigenvalues) @ V.T
         low, high = 0.0, 2.0 * cap
-        for _ in range(60):  # ||P + s S|| is convex in s and <= cap at s = 0
+        for _ in range(40):  # ||P + s S|| is convex in s and <= cap at s = 0; 2^-40 relative is plenty
             middle = (low + high) / 2
             low, high = (middle, high) if np.linalg.norm(P + middle * S, 2) <= cap else (low, middle)
         core = P + low * S

@@ -38,7 +38,8 @@ CLAIMS: list[Claim] = [
     Claim("thm3.eq6", "Theorem 3, Eq. (6): W_O bound",
           "sens_O <= ||A|| ||W_V|| ||X||.", "section 3.2.3, appendix A"),
     Claim("thm3.unit_rows", "Theorem 3: the unit-norm-row hypothesis",
-          "Theorem 3 assumes X has unit-norm rows; is that hypothesis needed for Eqs. (3)-(6)?",
+          "Theorem 3 assumes X has unit-norm rows; Eqs. (3)-(6) hold without that hypothesis (the proof "
+          "never uses it).",
           "section 3.2.3"),
     Claim("thm3.multihead", "Theorem 3 transferred to multi-head attention",
           "With H heads (per-head slices, heads concatenated before W_O, logits scaled by 1/sqrt(d_h)), "
