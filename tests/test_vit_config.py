@@ -107,3 +107,8 @@ def test_paper_backbones_use_exact_checkpoint_names():
     assert backbones.get_backbone("mae").mean == (0.485, 0.456, 0.406)
     with pytest.raises(ValueError, match="invalid backbone 'vit_base_patch16_224_in21k'"):
         backbones.get_backbone("vit_base_patch16_224_in21k")
+
+
+def test_checkpoint_override_rejected_for_cpu_backbone():
+    with pytest.raises(ValueError, match="invalid checkpoint 'vit_small' for CPU-profile backbone 'digits_sup'"):
+        backbones.create_backbone("digits_sup", 5, checkpoint_name="vit_small")

@@ -8,10 +8,11 @@ Paper scale (timm 1.0 model names, recorded in every result file):
   timm's old alias `vit_base_patch16_224_in21k` now resolves to the *AugReg* weights
   (`.augreg_in21k`), a different model; AdaptFormer's `jx_..._in21k` file is the
   original release, so the exact name above is used, never the alias.
-Both use the class token after the final LayerNorm (timm's `global_pool='token'`,
-the default of both checkpoints' configs and AdaptFormer's `--cls_token`), which
-is the class-token read-out the paper's Theorem 5 discusses, followed by a new
-trainable `nn.Linear` head (timm's default init).
+Both classify from the class token after the final LayerNorm. This is timm's
+`global_pool='token'` (the default in both checkpoints' timm configs) and
+AdaptFormer's `--cls_token`, and it is the class-token read-out of Theorem 5 of
+"LoRA in the right place". A new trainable `nn.Linear` head (timm's default
+init) follows.
 
 CPU profile: `digits_mae` and `digits_sup`, the small ViT of `digits.py`
 pretrained inside the project (`pretrain.py`).
@@ -23,6 +24,7 @@ silent `strict=False`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +49,7 @@ class Backbone:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     hub_repo: str = ""
-    # Extra keyword arguments for timm.create_model (none for the paper's checkpoints).
+    # Extra keyword arguments for timm.create_model; the tests build a small ViT this way.
     model_kwargs: tuple[tuple[str, object], ...] = ()
 
 
@@ -130,9 +132,17 @@ def load_strict(model: nn.Module, state: dict[str, torch.Tensor], checkpoint: st
 
 
 def create_backbone(key: str, num_classes: int, *, checkpoint_dir: Path | None = None,
-                    download: bool = False) -> tuple[nn.Module, dict]:
-    """Return (model with a new `num_classes` head, load report) for backbone `key`."""
+                    download: bool = False, checkpoint_name: str | None = None) -> tuple[nn.Module, dict]:
+    """Return (model with a new `num_classes` head, load report) for backbone `key`.
+
+    `checkpoint_name` replaces a paper backbone's timm checkpoint name, keeping its normalisation.
+    """
     backbone = get_backbone(key)
+    if checkpoint_name:
+        if key in CPU_BACKBONES:
+            raise ValueError(f"invalid checkpoint {checkpoint_name!r} for CPU-profile backbone {key!r}: "
+                             "leave it empty (the digits backbones are pretrained in the project)")
+        backbone = dataclasses.replace(backbone, checkpoint=checkpoint_name, hub_repo=f"timm/{checkpoint_name}")
     if key in CPU_BACKBONES:
         from experiments.vit import digits, pretrain
 

@@ -25,9 +25,6 @@ BLOCK_LETTERS = "QKVO"
 MODIFICATIONS = ("none", "large_o", "large_v")
 PROFILES = ("paper_scale", "cpu_profile")
 
-# Default epochs per backbone (Table 6 of the paper); see the module docstring.
-DEFAULT_EPOCHS = {"mae": 50, "in21k": 20}
-
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -42,6 +39,8 @@ class RunConfig:
     seed: int
     epochs: int
     profile: str = "paper_scale"
+    # timm model name replacing the backbone's default checkpoint (e.g. "vit_base_patch16_224.augreg_in21k"
+    # to compare with AugReg); empty keeps the default of `backbones.PAPER_BACKBONES`.
     checkpoint: str = ""
     lr: float = 1e-3
     weight_decay: float = 0.1

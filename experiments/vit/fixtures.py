@@ -1,7 +1,8 @@
 """Tiny CIFAR-100, SVHN and Food-101 copies in the on-disk formats torchvision reads.
 
-Used by the tests and for a dry run of the pipeline without the real data; every image is random noise, labels cycle
-through a few classes. Layout under `root` matches `experiments.vit.data.SPECS`.
+The tests use them, and so can a dry run of the pipeline without the real data.
+Every image is random noise, and labels cycle through a few classes. The layout
+under `root` matches `experiments.vit.data.SPECS`.
 """
 
 from __future__ import annotations

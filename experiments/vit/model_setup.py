@@ -59,9 +59,9 @@ def attach_adapters(model: nn.Module, config: RunConfig, blocks: str, total_step
     """Wrap `blocks` of every attention layer with the run's method; return (model, report)."""
     kwargs = {}
     if config.method == "adalora":
-        # AdaLoRA schedule (not stated in the paper): keep the full budget for the
-        # first 10 % of steps, prune towards `rank` until the last 20 %, then hold
-        # the final mask; re-allocate every 10 steps.
+        # Our AdaLoRA schedule, because the paper states none: keep the full budget for
+        # the first 10 % of steps, prune towards `rank` until the last 20 %, then hold
+        # the final mask. Budgets are re-allocated every 10 steps.
         kwargs = dict(total_step=total_steps, tinit=int(0.1 * total_steps), tfinal=int(0.2 * total_steps),
                       deltaT=10, orth_reg_weight=config.adalora_orth_reg, init_r=config.effective_adalora_init_r)
     model, report = apply_block_adapters(model, method=config.method, blocks=blocks, rank=config.rank,

@@ -2,7 +2,7 @@
 
 - `digits_mae`: self-supervised masked-patch reconstruction, the analogue of the
   MAE checkpoint. Half of the 16 patch tokens are replaced by a learned mask token
-  (SimMIM-style: the encoder sees mask tokens instead of dropping them, which keeps
+  (SimMIM-style: the encoder receives mask tokens instead of dropping them, which keeps
   every layer's token count the same as at fine-tuning time), and a linear decoder
   predicts the masked patches' pixels from the final normalised tokens; the loss is
   the mean squared error on masked patches only, as in MAE.

@@ -63,7 +63,9 @@ def main(table: str | None = None, figure: str | None = None, extra=()) -> int:
     from experiments.vit.train import RunEnvironment
 
     cuda = torch.cuda.is_available()
-    profile = args.profile if args.profile != "auto" else ("paper_scale" if cuda else "cpu_profile")
+    profile = args.profile
+    if profile == "auto":
+        profile = "paper_scale" if cuda else "cpu_profile"
     device = args.device or ("cuda" if cuda and profile == "paper_scale" else "cpu")
     if device.startswith("cuda") and not cuda:
         print(f"invalid --device {device}: CUDA is not available; use --device cpu", file=sys.stderr)

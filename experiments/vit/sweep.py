@@ -1,9 +1,9 @@
 """Run a list of configs, resumably, spreading independent runs over workers.
 
 A run whose complete result file exists (same config hash) is skipped, so a
-sweep killed at any moment restarts where it stopped: finished runs are never
-repeated, and the run that was interrupted starts over (result files are
-written atomically, so it left no partial result behind).
+sweep killed at any moment restarts where it stopped. Finished runs are never
+repeated, and the run that was interrupted starts over. Result files are
+written atomically, so the interrupted run left no partial result behind.
 
 Workers are processes. With GPUs, each worker owns one visible GPU; on a CPU
 each worker owns `cpu_count // jobs` threads (one thread per worker is fastest
@@ -31,7 +31,7 @@ STALE_TEMPORARY_SECONDS = 300
 
 @dataclass
 class SweepSummary:
-    """Counts of one sweep; `failed` holds (config, error message) pairs."""
+    """Counts of one sweep; `failed` lists (config, error message) pairs."""
 
     total: int = 0
     skipped: int = 0
@@ -50,7 +50,7 @@ def pending_runs(runs: list[RunConfig], env: RunEnvironment) -> list[RunConfig]:
 
 def _remove_stale_temporaries(directories: set[Path]) -> None:
     # A write killed between mkstemp and rename leaves a `.tmp-*.json` file, which no
-    # reader takes for a result; remove old ones (recent ones may belong to a live sweep).
+    # reader takes for a result. Remove old ones only, because recent ones may belong to a live sweep.
     now = time.time()
     for directory in directories:
         for path in directory.glob(".tmp-*.json") if directory.is_dir() else ():

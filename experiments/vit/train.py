@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RunEnvironment:
-    """Where a run finds its inputs and how it executes; not part of the result's identity."""
+    """Input locations and execution settings of a run, which do not enter the result's config hash."""
 
     output_root: Path
     data_root: Path | None = None
@@ -77,7 +77,7 @@ def build_loaders(config: RunConfig, env: RunEnvironment, mean, std, generator: 
     if distributed.is_distributed():
         from torch.utils.data.distributed import DistributedSampler
 
-        # Each process sees its shard of every epoch; set_epoch reshuffles per epoch.
+        # Each process trains on its own shard of every epoch, and set_epoch reshuffles the shards.
         sampler = DistributedSampler(train, shuffle=True, seed=config.seed, drop_last=drop_last)
     train_loader = DataLoader(train, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
                               drop_last=drop_last, generator=generator, num_workers=env.num_workers,
@@ -117,7 +117,7 @@ def run(config: RunConfig, env: RunEnvironment) -> Path:
     backbone = get_backbone(config.backbone)
     train_loader, test_loader, num_classes = build_loaders(config, env, backbone.mean, backbone.std, generator)
     model, load_report = create_backbone(config.backbone, num_classes, checkpoint_dir=env.checkpoint_dir,
-                                         download=env.download)
+                                         download=env.download, checkpoint_name=config.checkpoint or None)
     probe = next(iter(test_loader))[0][:8]
     model_setup.modify_norms(model, config.modification, config.modification_factor, probe=probe)
     model.to(env.device)
