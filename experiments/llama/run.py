@@ -71,7 +71,7 @@ def load_model_and_tokenizer(path: str, model_key: str, dtype: str, device: torc
     if tokenizer.eos_token_id is None:
         raise ValueError(f"the tokenizer in {path} has no end-of-sequence token; training appends one to each example")
 
-    device_map = {"": device} if device.type == "cuda" else None
+    device_map = {"": str(device)} if device.type == "cuda" else None
     model = AutoModelForCausalLM.from_pretrained(path, dtype=TORCH_DTYPES[dtype], device_map=device_map)
     model.to(device)
     model.config.use_cache = False  # caching is for generation only; evaluation turns it back on

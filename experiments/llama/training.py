@@ -103,6 +103,10 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.parameters, lr=config.lr, betas=config.adam_betas,
                                            eps=config.adam_eps, weight_decay=config.weight_decay)
         self.pad_token_id = tokenizer.pad_token_id
+        # float16 activations need loss scaling, as the reference's fp16 AMP has. Gradients are
+        # unscaled after the all-reduce, so every process sees the same overflow and skips alike.
+        enabled = config.dtype == "float16" and context.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=enabled)
 
     def _tokenize(self, records: list[dict[str, Any]]) -> list[TokenizedExample]:
         return [tokenize_training_example(self.tokenizer, record, loss_mode=self.config.loss_mode,
@@ -146,7 +150,7 @@ class Trainer:
         if total_tokens > 0:
             for micro in _micro_batches(examples, self.config.micro_batch_size):
                 loss_sum = token_loss_sum(self.model, self._to_device(collate(micro, self.pad_token_id)))
-                (loss_sum / total_tokens).backward()
+                self.scaler.scale(loss_sum / total_tokens).backward()
                 local_sum += loss_sum.detach().double()
         self._all_reduce_gradients()
         self.context.all_reduce_sum(local_sum)
@@ -198,8 +202,10 @@ class Trainer:
             if tokens == 0:
                 logger.warning("step %d: no label tokens in the batch (all truncated away); update skipped", step)
             else:
+                self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.parameters, config.max_grad_norm)
-                self.optimizer.step()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
             scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
             if not math.isfinite(loss):
@@ -239,7 +245,8 @@ class Trainer:
         if self.checkpoint_path is None or not self.context.is_main:
             return
         state = {"step": step, "parameters": self._snapshot(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "history": outcome.history, "best_state": best_state,
+                 "scheduler": scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                 "history": outcome.history, "best_state": best_state,
                  "best_validation_loss": outcome.best_validation_loss, "selected_step": outcome.selected_step}
         self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=self.checkpoint_path.parent, prefix=".tmp-", suffix=".pt")
@@ -258,5 +265,6 @@ class Trainer:
         self._restore(state["parameters"])
         self.optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
         return (state["step"], state["history"], state["best_state"], state["best_validation_loss"],
                 state["selected_step"])
