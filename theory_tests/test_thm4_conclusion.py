@@ -41,11 +41,23 @@ KIND_SEEDS = {"extreme": 0, "random": 1}
 
 @functools.cache
 def unit_weights(kind: str) -> dict[str, np.ndarray]:
-    """Return admissible weights for c = 1; every hypothesis is homogeneous, so c W meets them at c."""
+    """Return admissible weights for c = 1, checked; every hypothesis is homogeneous, so c W meets them at c."""
     constants = theorem4_constants(**PARAMS)
     rng = np.random.default_rng([SEED, KIND_SEEDS[kind]])
-    return weights_meeting_hypotheses(constants.d, 1.0, constants.tau, constants.alpha, constants.beta, rng,
-                                      kind=kind)
+    weights = weights_meeting_hypotheses(constants.d, 1.0, constants.tau, constants.alpha, constants.beta, rng,
+                                         kind=kind)
+    problems = hypothesis_violations(weights, 1.0, constants.tau, constants.alpha, constants.beta)
+    assert not problems, f"the constructed weights break the hypotheses: {problems}"
+    return weights
+
+
+@functools.cache
+def unit_norms(kind: str) -> dict[str, float]:
+    """Return the spectral norms of the c = 1 weights and of M = W_Q^T W_K (they scale as c and c^2)."""
+    weights = unit_weights(kind)
+    norms = {name: float(np.linalg.norm(W, 2)) for name, W in weights.items()}
+    norms["M"] = float(np.linalg.norm(weights["W_Q"].T @ weights["W_K"], 2))
+    return norms
 
 
 @functools.cache
@@ -59,12 +71,11 @@ def simulation(kind: str, c_scale: float, trials: int, exact_trials: int = 0) ->
     n, d, c = constants.n, constants.d, c_scale * constants.c_min
     rng = np.random.default_rng([SEED, KIND_SEEDS[kind], int(round(c_scale * 1000))])
     weights = {name: c * W for name, W in unit_weights(kind).items()}
-    problems = hypothesis_violations(weights, c, constants.tau, constants.alpha, constants.beta)
-    assert not problems, f"the constructed weights break the hypotheses: {problems}"
     W_Q, W_K, W_V, W_O = (weights[name] for name in ("W_Q", "W_K", "W_V", "W_O"))
-    norm_Q, norm_K, norm_V, norm_O = (float(np.linalg.norm(W, 2)) for W in (W_Q, W_K, W_V, W_O))
+    norms = unit_norms(kind)
+    norm_Q, norm_K, norm_V, norm_O = (c * norms[name] for name in ("W_Q", "W_K", "W_V", "W_O"))
     M = W_Q.T @ W_K
-    norm_M = float(np.linalg.norm(M, 2))
+    norm_M = c**2 * norms["M"]
 
     X = sphere_rows(trials, n, d, rng)  # trials x n x d
     products = X @ M @ np.swapaxes(X, 1, 2)  # trials x n x n, entry (i, j) = x_i^T M x_j
