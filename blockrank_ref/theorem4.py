@@ -16,7 +16,7 @@ and concludes that with probability >= 1 - delta over X the Theorem-3 bounds
 Facts the test suite establishes, which shape this module:
 - K < 1/(2 (n - 1)), so K >= 1/e happens only for n = 2. Then y e^{-y} <= 1/e <= K
   for every y and the Lambert term does not bind (W_{-1}(-K) is undefined for
-  K > 1/e). The paper's max then leaves log 2 / a.
+  K > 1/e). The max of Eq. (7) then leaves log 2 / a.
 - When the Lambert term applies, -W_{-1}(-K) > log(2 (n - 1)) always, so the
   log term of Eq. (7) never decides the threshold. It is also unnecessary in
   the proof, because min{x, 1} <= x.
@@ -48,7 +48,7 @@ class Theorem4Constants:
     """Every intermediate quantity of Eq. (7) for one parameter set.
 
     `lambert_term` is -W_{-1}(-K), or None when K >= 1/e (then `lambert_note`
-    says why it does not bind). `c2_min` is the threshold on c^2 and
+    explains why it does not bind). `c2_min` is the threshold on c^2 and
     `binding_term` names the term of the max that sets it ('lambert', 'log', or
     'none' when every c > 0 qualifies). `c2_small_max` is the largest c^2 below
     which the proof's ratio bound is also <= eta (see `ratio_bound`).

@@ -58,16 +58,18 @@ def test_corrected_constants_are_larger():
 
 
 def test_n2_lambert_does_not_apply():
-    """K >= 1/e is possible only for n = 2; the paper threshold is then log 2 / a, the corrected one 0."""
+    """K >= 1/e is possible only for n = 2; Eq. (7) as printed then gives log 2 / a and the corrected threshold is 0."""
     params = dict(n=2, d=100_000, delta=0.5, eta=0.99, tau=1.0, alpha=1.0, beta=1.0)
     paper = theorem4_constants(**params)
     assert paper.K >= 1 / math.e
-    assert not paper.lambert_applies and paper.lambert_term is None
+    assert not paper.lambert_applies
+    assert paper.lambert_term is None
     assert "does not bind" in paper.lambert_note
     assert paper.binding_term == "log"
     assert paper.c2_min == pytest.approx(math.log(2) / paper.a)
     corrected = corrected_theorem4_constants(**params)
-    assert corrected.c2_min == 0.0 and corrected.binding_term == "none"
+    assert corrected.c2_min == 0.0
+    assert corrected.binding_term == "none"
 
 
 def test_to_dict_is_complete():
@@ -97,7 +99,7 @@ def test_invalid_parameter_named(name, value, message):
 
 
 def test_nonpositive_a_raises():
-    """alpha <= beta t_delta makes the margin bound vacuous; the error says so and how to fix it."""
+    """alpha <= beta t_delta makes the margin bound vacuous; the error states that and how to fix it."""
     with pytest.raises(ValueError, match=r"alpha - beta \* t_delta = .* <= 0: Theorem 4 gives nothing"):
         theorem4_constants(**{**VIT, "d": 76})
 
@@ -132,6 +134,7 @@ def test_violations_are_reported():
     rng = np.random.default_rng(1)
     weights = weights_meeting_hypotheses(16, 2.0, 1.5, 0.6, 1.3, rng)
     problems = hypothesis_violations(weights, 2.0, 1.5, 0.9, 1.3)
-    assert len(problems) == 1 and problems[0].startswith("lambda_min(M_sym)")
+    assert len(problems) == 1
+    assert problems[0].startswith("lambda_min(M_sym)")
     weights["W_V"] = weights["W_V"] * 10
     assert any(p.startswith("||W_V||_2") for p in hypothesis_violations(weights, 2.0, 1.5, 0.6, 1.3))

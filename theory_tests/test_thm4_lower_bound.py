@@ -1,6 +1,6 @@
 """Theorem 4: what the 'sensitivity lower bound for W_V and W_O' of its wording is, and the exact version.
 
-The theorem says the Q/K upper bound is at most eta times the 'sensitivity lower
+The theorem states that the Q/K upper bound is at most eta times the 'sensitivity lower
 bound' for W_V and W_O. The proof divides by the UPPER bounds (5)-(6):
 bound_Q / bound_V = 2 min{(n-1) e^{-gamma}, 1} / sqrt(d) ||W_V|| ||W_K|| ||X||^2 / ||A||,
 then uses ||A||_2 >= 1 (A is row-stochastic, so A 1 = 1). Nothing in it bounds

@@ -56,7 +56,7 @@ N2_LOOSE = dict(n=2, d=100_000, delta=0.5, eta=0.99, tau=1.0, alpha=1.0, beta=1.
 @pytest.mark.claim(CLAIM, role="holds")
 def test_nonpositive_a_raises(n, d, delta, alpha, beta):
     """a > 0 is required: when alpha <= beta t_delta the margin bound (B.3) gives gamma_min >= a c^2 <= 0,
-    which says nothing, and the constants raise a ValueError that says so (no tolerance: a sign test)."""
+    which is vacuous, and the constants raise a ValueError that states it (no tolerance: a sign test)."""
     t = math.sqrt(2.0 / (d - 1) * math.log(2 * n * (n - 1) / delta))
     if alpha > beta * t:
         constants = theorem4_constants(n, d, delta, 0.5, 2.0, alpha, beta)
