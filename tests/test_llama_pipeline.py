@@ -348,6 +348,20 @@ def test_reproduce_runs_on_cpu(workspace, tmp_path, capsys, monkeypatch):
     assert "all 1 runs are complete" in capsys.readouterr().out
 
 
+def test_reproduce_continues_after_divergence(workspace, tmp_path, capsys, monkeypatch):
+    _, _, model_dir = workspace
+    exploding = dataclasses.replace(configs.MODELS["llama2-7b"], learning_rate=1e12, num_hidden_layers=2,
+                                    hidden_size=32, num_attention_heads=4, num_key_value_heads=2)
+    monkeypatch.setitem(configs.MODELS, "llama2-7b", exploding)
+    data_dir = write_commonsense(tmp_path / "data", train_size=168, test_size=1)
+    options = ["--results-dir", str(tmp_path / "results"), "--llama2-dir", str(model_dir), "--data-dir",
+               str(data_dir), "--device", "cpu", "--blocks", "OV", "QV", "--ranks", "1", "--test-sets", "boolq",
+               "--max-steps", "3"]
+    assert reproduce.main(table="3", extra=options) == 1
+    assert "2 of 2 runs failed" in capsys.readouterr().err
+    assert not list((tmp_path / "results").rglob("*.json"))
+
+
 def test_reproduce_rejects_unknown_filter(tmp_path, capsys):
     assert reproduce.main(table="3", extra=["--results-dir", str(tmp_path), "--blocks", "KO"]) == 2
     assert "no run matches --blocks ['KO']" in capsys.readouterr().err

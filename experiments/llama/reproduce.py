@@ -194,16 +194,25 @@ def _run_all(pending, args, results_dir: Path) -> int:
     from experiments.llama.run import run_config
 
     context = init_distributed(args.device)
+    failed = []
     try:
         for index, run in enumerate(pending, start=1):
             if context.is_main:
                 logger.info("run %d of %d: %s blocks=%s r=%d seed=%d", index, len(pending), run.model,
                             run.blocks, run.rank, run.seed)
-            run_config(run, model_path=model_source(args, run.model), data_dir=Path(args.data_dir),
-                       results_dir=results_dir, context=context)
+            try:
+                run_config(run, model_path=model_source(args, run.model), data_dir=Path(args.data_dir),
+                           results_dir=results_dir, context=context)
+            except FloatingPointError as error:
+                # A diverged run fails alike on every process (the loss is all-reduced), so all go on.
+                logger.error("run %s blocks=%s r=%d seed=%d failed: %s", run.model, run.blocks, run.rank,
+                             run.seed, error)
+                failed.append(run)
     finally:
         close_distributed()
-    return 0
+    if failed and context.is_main:
+        print(f"reproduce (LLaMA): {len(failed)} of {len(pending)} runs failed; see the log", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -128,7 +128,11 @@ class Trainer:
         self.context.all_reduce_sum(totals)
         if totals[1] == 0:
             raise ValueError("the validation examples contain no label tokens; check cutoff_len and loss_mode")
-        return float(totals[0] / totals[1])
+        loss = float(totals[0] / totals[1])
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"validation loss is {loss}; lower the learning rate or use dtype float32 "
+                                     "to find the cause")
+        return loss
 
     def _all_reduce_gradients(self) -> None:
         if not self.context.distributed:
