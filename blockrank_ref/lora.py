@@ -56,8 +56,10 @@ class LoRALinear(nn.Module):
         y = self.base_layer(x)
         if self.merged:
             return y
-        # Two thin matmuls, never the (out x in) product: cost r (in + out) per token.
-        return y + self.scaling * F.linear(F.linear(self.dropout(x), self.A), self.B)
+        # Two thin matmuls, never the (out x in) product: cost r (in + out) per token. The scale is applied
+        # to the r-wide intermediate, and the sum is formed in y's buffer (Linear's backward never reads y).
+        h = F.linear(self.dropout(x), self.A) * self.scaling  # (..., r)
+        return y.add_(F.linear(h, self.B))
 
     @torch.no_grad()
     def merge(self) -> None:
