@@ -112,3 +112,14 @@ def test_paper_backbones_use_exact_checkpoint_names():
 def test_checkpoint_override_rejected_for_cpu_backbone():
     with pytest.raises(ValueError, match="invalid checkpoint 'vit_small' for CPU-profile backbone 'digits_sup'"):
         backbones.create_backbone("digits_sup", 5, checkpoint_name="vit_small")
+
+
+@pytest.mark.parametrize("key", ["mae", "in21k"])
+def test_backbone_matches_timm_pretrained_config(key):
+    import timm
+
+    backbone = backbones.get_backbone(key)
+    pretrained = timm.models.get_pretrained_cfg(backbone.checkpoint)
+    assert tuple(pretrained.mean) == backbone.mean
+    assert tuple(pretrained.std) == backbone.std
+    assert pretrained.hf_hub_id == backbone.hub_repo
