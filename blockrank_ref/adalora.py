@@ -88,8 +88,9 @@ class SVDLinear(nn.Module):
 def orthogonality_penalty(layers: Iterable[SVDLinear]) -> torch.Tensor:
     """Return R = mean over matrices of ||Q Q^T - I||_F and ||P^T P - I||_F (AdaLoRA Eq. 4).
 
-    peft 0.21 averages over the 2n matrices (P and Q of n layers) and adds orth_reg_weight * R to the
-    loss only when the model output has a `.loss`; callers add it themselves for plain logits.
+    peft 0.21 also averages over the 2n matrices (P and Q of n layers). It adds orth_reg_weight * R to
+    the loss only inside task-specific PeftModels whose output has a `.loss`, so callers of the
+    reference adapters add the term themselves.
     """
     terms = []
     for layer in layers:

@@ -41,8 +41,8 @@ class DoRALinear(LoRALinear):
         g = (self.m / self.weight_norm()).view(1, -1)  # (1, out), broadcast over tokens
 
         # g (W_0 x + s B A x) + b, written as y + (g - 1) W_0 x + g s B A x to reuse y. With dropout
-        # active, peft feeds drop(x) to both W_0 x and B A x in the correction; we copy that so
-        # training matches peft step for step (it is not exactly g (W_0 + s B A) drop(x) + b).
+        # active, peft feeds drop(x) to both W_0 x and B A x in the correction. We do the same, so that
+        # training matches peft step for step, although it is not exactly g (W_0 + s B A) drop(x) + b.
         if isinstance(self.dropout, nn.Identity) or not self.training:
             x_drop = x
             base_term = y if self.base_layer.bias is None else y - self.base_layer.bias

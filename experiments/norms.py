@@ -1,6 +1,6 @@
 """Per-layer spectral and Frobenius norms of the attention blocks W_Q, W_K, W_V, W_O.
 
-The paper (Eq. 1) writes F = softmax(X W_Q^T W_K X^T / sqrt(d)) X W_V W_O, so its W_Q and W_K are the
+Eq. 1 of "LoRA in the right place" writes F = softmax(X W_Q^T W_K X^T / sqrt(d)) X W_V W_O, so its W_Q and W_K are the
 torch Linear weights and its W_V and W_O their transposes. Both norms are invariant under
 transposition, so the numbers below are the paper's ||W_b||_2 and ||W_b||_F whichever layout is read.
 Biases are not part of W_b and are ignored.

@@ -1,6 +1,6 @@
 """Recommend which attention blocks to tune, per layer, from the norms of W_V and W_O.
 
-The rule follows the paper's block ranking: in attention layers whose projection norms are comparable
+The rule follows the block ranking of "LoRA in the right place" (section 3.2, TL;DR): in attention layers whose projection norms are comparable
 the sensitivity order is W_O >= W_V >> W_Q ~ W_K, and when W_O and W_V differ markedly one should tune
 the smaller-norm matrix; with two blocks, tune O and V together. Concretely, with rho = ||W_V|| / ||W_O||
 and a threshold tau > 1:

@@ -1,6 +1,7 @@
 """Function-preserving V/O rescaling ("Large O", "Large V") and switching the tuned block by merging.
 
-Rescaling. Per head, attention computes softmax(S) (X W_V + 1 b_V^T) W_O + b_O in the paper's layout
+Rescaling. Per head, attention computes softmax(S) (X W_V + 1 b_V^T) W_O + b_O in the layout of
+"LoRA in the right place" (Eq. 1)
 (torch: v = x W_v^T + b_v, out = concat_heads(A v) W_o^T + b_o). Every row of A = softmax(S) sums to 1,
 so replacing (W_V, b_V, W_O) by (W_V / s, b_V / s, s W_O) leaves the output unchanged for any s > 0.
 b_V must be divided together with W_V, because A 1 b_V^T = 1 b_V^T passes through W_O; b_O must not be
@@ -74,12 +75,12 @@ def _scale_value(model: nn.Module, layer, factor: float) -> None:
 
 
 def large_o(model: nn.Module, factor: float = 3.0) -> int:
-    """The paper's "Large O": O x factor, V / factor (default 3), in every layer."""
+    """Apply "Large O" (section 4.1.3 of the paper): O x factor, V / factor (default 3), in every layer."""
     return rescale_value_output(model, factor)
 
 
 def large_v(model: nn.Module, factor: float = 3.0) -> int:
-    """The paper's "Large V": V x factor, O / factor (default 3), in every layer."""
+    """Apply "Large V" (section 4.1.3 of the paper): V x factor, O / factor (default 3), in every layer."""
     return rescale_value_output(model, 1.0 / factor)
 
 

@@ -1,6 +1,7 @@
 """Put LoRA, DoRA or AdaLoRA on chosen attention blocks (Q, K, V, O) of timm ViT, BERT and LLaMA.
 
-Block letters follow the paper's Eq. 1, F = softmax(X W_Q^T W_K X^T / sqrt(d)) X W_V W_O:
+Block letters follow Eq. 1 of "LoRA in the right place" (the paper this project implements),
+F = softmax(X W_Q^T W_K X^T / sqrt(d)) X W_V W_O:
 
     architecture      Q                  K                V                  O
     timm ViT          attn.qkv.q         attn.qkv.k       attn.qkv.v         attn.proj
@@ -180,7 +181,7 @@ def _is_llama_attention(module: nn.Module) -> bool:
 
 
 def block_weight(model: nn.Module, layer: AttentionLayer, block: str) -> torch.Tensor:
-    """Return the torch-layout weight (out x in) of one block; the paper's W_V and W_O are its transpose."""
+    """Return the torch-layout weight (out x in) of one block; Eq. 1's W_V and W_O are its transpose."""
     weight = _base_linear(model.get_submodule(layer.modules[block])).weight
     if layer.fused_qkv and block in "QKV":
         attn_dim = layer.num_heads * layer.head_dim
@@ -200,7 +201,7 @@ def _base_linear(module: nn.Module) -> nn.Linear:
 
 @dataclass
 class TargetingReport:
-    """What `apply_block_adapters` wrapped and how many parameters it made trainable."""
+    """Adapter placement and trainable-parameter counts produced by `apply_block_adapters`."""
 
     method: str
     backend: str
@@ -460,14 +461,3 @@ def copy_adapter_parameters(source: nn.Module, target: nn.Module) -> None:
 def kv_groups(layer: AttentionLayer) -> int:
     """Number of query heads that share one key/value head (1 without grouped-query attention)."""
     return layer.num_heads // layer.num_kv_heads
-
-
-def closed_form_lora_params(layers: list[AttentionLayer], model: nn.Module, blocks: str, rank: int) -> int:
-    """r (in + out) summed over the chosen blocks of every layer, as the paper's tables count LoRA."""
-    total = 0
-    for layer in layers:
-        for letter in parse_blocks(blocks):
-            weight = block_weight(model, layer, letter)
-            total += rank * (weight.shape[0] + weight.shape[1])
-    return total
-

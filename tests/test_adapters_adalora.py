@@ -1,4 +1,4 @@
-"""Reference AdaLoRA: allocator, budget schedule and orthogonality penalty against peft and the paper.
+"""Reference AdaLoRA: allocator, budget schedule and orthogonality penalty against peft and AdaLoRA's equations.
 
 The training comparison runs both backends for a whole schedule (warm-up, cubic budgeting with masking
 every deltaT steps, final phase) on a tiny float64 LLaMA with grouped-query attention, and requires the

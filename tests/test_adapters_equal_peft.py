@@ -2,10 +2,10 @@
 
 Each case builds one float64 model, wraps two copies on all four blocks (one with peft, one with our
 reference adapters), copies peft's randomly initialised adapter tensors into ours, and compares
-outputs, adapter gradients and merged weights. Both sides run the same float64 operations in the same
-order up to reassociation, so they agree to rounding: rtol 1e-10 leaves five orders of magnitude
-above float64 round-off for these sizes and still catches any real difference (a wrong scale or a
-transposed factor changes results at the 1e-2 level).
+outputs, adapter gradients and merged weights. Both sides run the same float64 operations up to
+reassociation, so they agree to rounding. rtol 1e-10 leaves five orders of magnitude above float64
+round-off for these sizes, and a real difference (a wrong scale or a transposed factor) changes
+results far more.
 """
 
 from __future__ import annotations

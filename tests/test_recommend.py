@@ -69,7 +69,7 @@ def test_gqa_norms_are_those_of_repeated_heads():
     assert expanded.spectral["O"] == raw.spectral["O"]
 
 
-def test_vit_norms_same_fused_and_split_and_with_adapters():
+def test_vit_norms_ignore_split_and_adapters():
     from experiments.targeting import apply_block_adapters
 
     model = _tiny_vit()
@@ -94,7 +94,7 @@ def _norms(v: float, o: float) -> LayerNorms:
     (2.0, 1.0, "O"),    # V markedly larger: the smaller O
     (1.0, 1.9, "O"),    # O larger but within 2x: comparable, O
     (1.0, 2.0, "V"),    # O markedly larger: the smaller V
-    (1.0, 9.0, "V"),    # the paper's "Large O" (O x 3, V / 3)
+    (1.0, 9.0, "V"),    # "Large O" of section 4.1.3 (O x 3, V / 3)
 ])
 def test_one_block_rule(v, o, blocks):
     choice = choose_blocks(_norms(v, o))
@@ -102,7 +102,7 @@ def test_one_block_rule(v, o, blocks):
     assert choice.ratio_v_to_o == pytest.approx(v / o)
 
 
-def test_two_block_rule_is_ov_and_threshold_is_an_option():
+def test_two_block_rule_and_threshold():
     assert choose_blocks(_norms(1.0, 9.0), blocks=2).blocks == "OV"
     assert choose_blocks(_norms(1.0, 1.5), ratio_threshold=1.4).blocks == "V"
     assert choose_blocks(_norms(1.0, 1.5), ratio_threshold=1.6).blocks == "O"

@@ -1,8 +1,8 @@
 """The V/O rescale preserves the function (with biases), and switching V -> O preserves it at the switch.
 
-Outputs are compared in float64 with rtol 1e-10: the rescaled model runs the same operations on
-weights that differ by an exact factor, so only rounding separates them, while a wrongly scaled bias
-changes outputs at the 1e-2 level (the negative controls below show it).
+Outputs are compared in float64 with rtol 1e-10. The rescaled model runs the same operations on
+weights that differ by an exact factor, so only rounding separates them. A wrongly scaled bias changes
+outputs by more than 1e-3, as the negative controls below show.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Block targeting on timm ViT, BERT (real MiniLM weights) and LLaMA with grouped-query attention.
 
 Parameter counts are checked against numbers worked out by hand here, and at paper scale (ViT-B/16,
-LLaMA-2-7B, LLaMA-3-8B) on the meta device, where models cost no memory. The paper's Table 1 lists
-0.15 M and 0.22 M trainable parameters for rank-4 and rank-8 single-block LoRA on ViT-B/16 with a
+LLaMA-2-7B, LLaMA-3-8B) on the meta device, where models cost no memory. Table 1 of "LoRA in the
+right place" lists 0.15 M and 0.22 M trainable parameters for rank-4 and rank-8 single-block LoRA on ViT-B/16 with a
 100-class head.
 """
 

@@ -1,4 +1,4 @@
-"""`blockrank recommend MODEL`: per-layer norms of Q, K, V, O and the blocks the paper's rule selects."""
+"""`blockrank recommend MODEL`: per-layer norms of Q, K, V, O and the blocks to tune, by the rule of section 3.2."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ DESCRIPTION = """\
 Print, for every attention layer of MODEL, the spectral and Frobenius norms of W_Q, W_K, W_V and W_O,
 the block(s) to tune, a one-line reason, and a peft LoraConfig target_modules value.
 
-Rule (paper, section 3.2): Q and K are never chosen, because the softmax damps their effect. With
+Rule ("LoRA in the right place", section 3.2): Q and K are never chosen, because the softmax damps their effect. With
 --blocks 2 every layer gets O and V. With --blocks 1, let rho = ||W_V|| / ||W_O||: choose V if
 1/rho >= T (O markedly larger), otherwise O (O ranks first when the norms are comparable, and it is the
 smaller block when V is markedly larger). The paper does not quantify "differ markedly"; T is
