@@ -11,11 +11,11 @@ DESCRIPTION = """\
 Print, for every attention layer of MODEL, the spectral and Frobenius norms of W_Q, W_K, W_V and W_O,
 the block(s) to tune, a one-line reason, and a peft LoraConfig target_modules value.
 
-Rule ("LoRA in the right place", section 3.2): Q and K are never chosen, because the softmax damps their effect. With
---blocks 2 every layer gets O and V. With --blocks 1, let rho = ||W_V|| / ||W_O||: choose V if
-1/rho >= T (O markedly larger), otherwise O (O ranks first when the norms are comparable, and it is the
-smaller block when V is markedly larger). The paper does not quantify "differ markedly"; T is
---ratio-threshold (default 2.0, our choice).
+Rule ("LoRA in the right place", section 3.2): Q and K are never chosen, because the softmax
+damps their effect. With --blocks 2 every layer gets O and V. With --blocks 1, let
+rho = ||W_V|| / ||W_O||. Choose V if 1/rho >= T (O markedly larger), otherwise O: O ranks first
+when the norms are comparable, and it is the smaller block when V is markedly larger. The paper
+does not quantify "differ markedly", so T is --ratio-threshold (default 2.0, our choice).
 
 With grouped-query attention the K and V norms are those of the effective matrices in which each
 key/value head is repeated for its query heads (a factor sqrt(heads / kv_heads)); --raw-kv-norms
