@@ -122,7 +122,8 @@ def test_ordered_pair_event_probability():
     """Monte Carlo, n = 8, d = 32, delta = 0.5, M = c^2 (I + J) with J skew and orthogonal (so
     x_i^T M x_j / ||M|| is exactly distributed as <u, v>): Pr(not E') <= delta and
     Pr(not E' or not E) <= 3 delta / 2 (one-sided 99.9% Clopper-Pearson upper bounds), while the literal
-    step of (B.3) fails on the Gram event E with positive probability (99.9% lower bound > 0)."""
+    step of (B.3) fails on the Gram event E with positive probability (99.9% lower bound > 0). The count
+    of draws with E but gamma_min < a c^2, which (B.3) rules out, is positive too (99.9% lower bound > 0)."""
     n, d, delta = 8, 32, 0.5
     rng = monte_carlo_rng(CLAIM)
     J = np.kron(np.eye(d // 2), np.array([[0.0, 1.0], [-1.0, 0.0]]))  # orthogonal and skew
@@ -132,7 +133,7 @@ def test_ordered_pair_event_probability():
     a = (1.0 - norm_M * t) / math.sqrt(d)
     trials = examples(20_000)
     mask = ~np.eye(n, dtype=bool)
-    not_gram = not_ordered = not_either = step_fails_on_gram = margin_fails = 0
+    not_gram = not_ordered = not_either = step_fails_on_gram = margin_fails = margin_fails_on_gram = 0
     for start in range(0, trials, 5000):
         X = sphere_rows(min(5000, trials - start), n, d, rng)
         gram = np.abs(X @ np.swapaxes(X, 1, 2))[:, mask].max(axis=1)
@@ -144,6 +145,7 @@ def test_ordered_pair_event_probability():
         not_either += int(np.sum((gram > t) | (ordered > t)))
         step_fails_on_gram += int(np.sum((gram <= t) & (ordered > t)))
         margin_fails += int(np.sum(gamma < a))
+        margin_fails_on_gram += int(np.sum((gram <= t) & (gamma < a)))
 
     def upper(k: int) -> float:
         return stats.binomtest(k, trials, alternative="less").proportion_ci(0.999).high
@@ -154,7 +156,7 @@ def test_ordered_pair_event_probability():
         "trials": trials, "t_delta": t, "not_E_gram": not_gram, "not_E_prime_ordered": not_ordered,
         "not_E_or_not_E_prime": not_either,
         "step_fails_on_E": step_fails_on_gram, "step_fails_on_E_cp_lower": step_lower,
-        "gamma_min_below_a_c2": margin_fails, "exact_union_sum_ordered": exact_ordered,
+        "gamma_min_below_a_c2": margin_fails, "gamma_min_below_a_c2_on_E": margin_fails_on_gram, "exact_union_sum_ordered": exact_ordered,
         "cp_upper_not_E_prime": upper(not_ordered), "delta": delta})
     evidence.note(CLAIM, "correction", "replace the Gram event by E' (ordered pairs, failure <= delta); "
                   "with (B.4) the proof then gives probability >= 1 - 3 delta / 2, or 1 - delta with "
@@ -163,3 +165,5 @@ def test_ordered_pair_event_probability():
     assert upper(not_either) < 1.5 * delta
     assert upper(margin_fails) < delta
     assert step_lower > 0
+    margin_lower = stats.binomtest(margin_fails_on_gram, trials, alternative="greater").proportion_ci(0.999).low
+    assert margin_lower > 0
