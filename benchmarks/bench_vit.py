@@ -2,9 +2,9 @@
 
 Both sides use the same model, batch and thread count, and are timed in
 alternating rounds so that load changes on a shared machine hit both alike.
-Baseline: backbone frozen, only the head trained, with gradients flowing back
-through every block to the input (so its backward visits the same layers as
-LoRA's). LoRA: the same plus peft LoRA on one block type of every layer.
+Baseline: backbone frozen and only the head trained, but gradients flow back
+through every block to the input, so its backward visits the same layers as
+LoRA's. Its fused qkv is split into Q, K, V layers, as in the adapted model. LoRA: the same plus peft LoRA on one block type of every layer.
 Each side's step is forward, cross-entropy, backward and an AdamW step.
 The printed ratio is LoRA images/s divided by baseline images/s (1.0 = no overhead).
 """
@@ -44,6 +44,7 @@ def _throughput(step, images, labels) -> float:
 
 def measure(blocks: str, rank: int) -> tuple[float, float]:
     """Return median images/s of (LoRA step, frozen forward+backward) for one block type and rank."""
+    from experiments.targeting import split_fused_qkv
     from experiments.vit import digits, model_setup
     from experiments.vit.config import RunConfig
 
@@ -52,11 +53,13 @@ def measure(blocks: str, rank: int) -> tuple[float, float]:
     labels = torch.randint(0, 5, (BATCH,))
 
     frozen = digits.create_model(5)
+    split_fused_qkv(frozen)  # the adapted model is split too, so the ratio isolates the adapters
     for name, parameter in frozen.named_parameters():
         parameter.requires_grad_(name.startswith("head."))
     baseline = _make_step(frozen, [p for p in frozen.parameters() if p.requires_grad])
 
     adapted = digits.create_model(5)
+    split_fused_qkv(adapted)
     adapted.load_state_dict(frozen.state_dict())
     config = RunConfig(experiment="bench", backbone="digits_sup", dataset="digits", method="lora", blocks=blocks,
                        rank=rank, seed=0, epochs=1, profile="cpu_profile", batch_size=BATCH, image_size=8)
