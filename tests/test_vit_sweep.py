@@ -128,3 +128,24 @@ def test_invalid_table_rejected(capsys):
 
     assert reproduce.main(table="3", extra=["--profile", "cpu_profile", "--dry-run"]) == 2
     assert "invalid table '3'" in capsys.readouterr().err
+
+
+def test_torchrun_trains_one_run_data_parallel(setup, tmp_path):
+    """Two Gloo processes under torchrun share each run and write one result, from rank 0."""
+    base, _ = setup
+    config = {**CONFIG, "experiment": "ddp_test"}
+    config["cpu_profile"] = {**CONFIG["cpu_profile"], "grids": [{"blocks": ["O"], "seed": [0]}]}
+    config_file = tmp_path / "ddp_test.json"
+    config_file.write_text(json.dumps(config))
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", "experiments.vit.reproduce", "--config", str(config_file), "--profile", "cpu_profile",
+               "--output-root", str(tmp_path / "out"), "--checkpoint-dir", str(base / "backbones"), "--quiet"]
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    finished = subprocess.run(command, cwd=REPO_ROOT, env=environment, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+
+    records = list(iter_results(tmp_path / "out" / "cpu_profile" / "ddp_test"))
+    assert len(records) == 1
+    assert records[0]["world_size"] == 2
+    assert records[0]["history"][0]["train_loss"] > 0
+    assert finished.stderr.count("finished ddp_test") == 1  # only rank 0 writes and logs the result
