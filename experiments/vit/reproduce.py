@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(table: str | None = None, figure: str | None = None, extra=()) -> int:
     """Run one ViT table or figure (or the profile's default set); return an exit status."""
-    args = build_parser().parse_args(list(extra))
+    extra = list(extra)
+    if extra[:1] == ["--"]:  # `python -m experiments.reproduce --table 1 -- --dry-run` passes the separator on
+        extra = extra[1:]
+    args = build_parser().parse_args(extra)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     import torch
