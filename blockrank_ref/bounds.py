@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 
 from blockrank_ref.attention import attention_matrices, check_inputs, head_slices, margins
-from blockrank_ref.sensitivity import exclusive_row_sums
+from blockrank_ref.sensitivity import exclusive_row_sums, stable_softmax_jacobian
 
 
 def spectral_norm(M: Tensor) -> float:
@@ -92,13 +92,37 @@ def multihead_bounds(X: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor, W_O: Tens
     }
 
 
+def head_bounds(X: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor, W_O: Tensor, heads: int,
+                h: int) -> dict[str, float]:
+    """Return Eqs. (3)-(6) for head h alone: its slices of the weights, its A_h and gamma, sqrt(d_h)."""
+    check_inputs(X, W_Q, W_K, W_V, W_O, heads)
+    if not 0 <= h < heads:
+        raise ValueError(f"head index must be in [0, {heads - 1}]; got {h}")
+    n, d = X.shape
+    rows = head_slices(d, heads)[h]
+    head_dim = d // heads
+    A = attention_matrices(X, W_Q, W_K, heads)[h]
+    gamma_min = float(margins(X, W_Q, W_K, heads).per_head[h].min())
+    norm_X, norm_A = spectral_norm(X), spectral_norm(A)
+    norm_Q, norm_K = spectral_norm(W_Q[rows]), spectral_norm(W_K[rows])
+    norm_V, norm_O = spectral_norm(W_V[:, rows]), spectral_norm(W_O[rows, :])
+
+    softmax_part = 2 * damping_factor(n, gamma_min) / math.sqrt(head_dim)
+    return {
+        "Q": softmax_part * norm_O * norm_V * norm_K * norm_X**3,
+        "K": softmax_part * norm_O * norm_V * norm_Q * norm_X**3,
+        "V": norm_O * norm_A * norm_X,
+        "O": norm_A * norm_V * norm_X,
+    }
+
+
 def softmax_jacobian(a: Tensor) -> Tensor:
     """Return J(a) = diag(a) - a a^T, the Jacobian of softmax at a point whose output is a.
 
     The diagonal a_j (1 - a_j) is formed as a_j sum_{k != j} a_k so that it keeps
     its digits when a is nearly one-hot.
     """
-    return torch.diag(a * exclusive_row_sums(a)) - torch.outer(a, a).fill_diagonal_(0.0)
+    return stable_softmax_jacobian(a, exclusive_row_sums(a))
 
 
 def softmax_chain(s: Tensor) -> dict[str, float]:

@@ -46,6 +46,9 @@ LANCZOS_BASIS = 40
 # Operators acting on at most this many coordinates are materialised and
 # decomposed exactly (numpy eigvalsh) instead of using Lanczos.
 DENSE_MAX_DIM = 256
+# A head's Q/K derivative reduced to the n x n logit space is formed as an
+# n^2 x n^2 matrix up to this size (n <= 45), which beats Lanczos there.
+DENSE_HEAD_MAX_DIM = 2025
 
 
 def exclusive_row_sums(V: Tensor) -> Tensor:
@@ -59,6 +62,11 @@ def exclusive_row_sums(V: Tensor) -> Tensor:
     suffix = torch.flip(torch.cumsum(torch.flip(V, [-1]), dim=-1), [-1])
     suffix = torch.cat([suffix[..., 1:], zeros], dim=-1)
     return prefix + suffix
+
+
+def stable_softmax_jacobian(a: Tensor, a_rest: Tensor) -> Tensor:
+    """Return J(a) = diag(a) - a a^T with the diagonal a_j (1 - a_j) formed as a_j sum_{k != j} a_k."""
+    return torch.diag(a * a_rest) - torch.outer(a, a).fill_diagonal_(0.0)
 
 
 def softmax_jvp(A: Tensor, A_rest: Tensor, E: Tensor) -> Tensor:
@@ -286,6 +294,14 @@ def head_operator_norm(point: AttentionPoint, block: str, h: int, seed: int = 0)
     values_out = point.values[h] @ point.W_O[rows, :]  # n x d
     out = _psd_sqrt(values_out @ values_out.T)  # n x n
     A, A_rest = point.A[h], point.A_rest[h]
+
+    if n * n <= DENSE_HEAD_MAX_DIM:
+        # With row-major vec, vec(L E R) = (L kron R^T) vec(E), the row-wise softmax
+        # derivative is block-diagonal with blocks J(a_i), and vec(M G) = (I kron G^T) vec(M).
+        jacobian = torch.block_diag(*[stable_softmax_jacobian(A[i], A_rest[i]) for i in range(n)])
+        identity = torch.eye(n, dtype=A.dtype)
+        matrix = torch.kron(identity, out.T.contiguous()) @ jacobian @ torch.kron(left, right.T.contiguous())  # n^2 x n^2
+        return float(torch.linalg.matrix_norm(matrix, ord=2))
 
     def apply(e: Tensor) -> Tensor:
         E = e.reshape(n, n)

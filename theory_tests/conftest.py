@@ -13,7 +13,9 @@ import json
 import os
 
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
+from threadpoolctl import threadpool_limits
 
 from theory_tests import evidence
 
@@ -27,6 +29,12 @@ PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "default")
 if PROFILE not in PROFILE_SCALE:
     raise ValueError(f"HYPOTHESIS_PROFILE must be one of {sorted(PROFILE_SCALE)}; got {PROFILE!r}")
 settings.load_profile(PROFILE)
+
+# The suite runs thousands of small decompositions; on a busy 2-core machine a
+# second BLAS or torch thread made them 10-100x slower (spinning threads), so
+# the suite runs single-threaded.
+torch.set_num_threads(1)
+threadpool_limits(1)
 
 _OUTCOMES: dict[str, dict[str, object]] = {}
 

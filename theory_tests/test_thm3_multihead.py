@@ -13,13 +13,11 @@ eigen-decompositions accurate to ~1e-12 here).
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from hypothesis import given, settings
 
-from blockrank_ref.bounds import damping_factor, multihead_bounds, spectral_norm
+from blockrank_ref.bounds import head_bounds, multihead_bounds
 from blockrank_ref.sensitivity import AttentionPoint, head_operator_norm, operator_norm
 from theory_tests import evidence
 from theory_tests.profiles import examples
@@ -76,22 +74,8 @@ def test_transferred_bounds_and_corrected_output_bound(case: AttentionCase) -> N
 def test_each_head_obeys_single_head_theorem(case: AttentionCase) -> None:
     """Head h alone (its slices, scale 1/sqrt(d_h)) satisfies Eqs. (3)-(6) with its own A_h and gamma."""
     point = AttentionPoint(case.X, *case.weights, heads=case.heads)
-    n = case.X.shape[0]
-    norm_X = spectral_norm(case.X)
-    for h, rows in enumerate(point.rows):
-        W_Q, W_K = case.W_Q[rows], case.W_K[rows]
-        W_V, W_O = case.W_V[:, rows], case.W_O[rows, :]
-        S = (case.X @ W_Q.T) @ (case.X @ W_K.T).T / math.sqrt(point.head_dim)
-        top = torch.topk(S, 2, dim=-1).values if n > 1 else None
-        gamma = float((top[:, 0] - top[:, 1]).min()) if n > 1 else math.inf
-        damping = 2 * damping_factor(n, gamma) / math.sqrt(point.head_dim)
-        norm_A = spectral_norm(point.A[h])
-        bounds = {
-            "Q": damping * spectral_norm(W_O) * spectral_norm(W_V) * spectral_norm(W_K) * norm_X**3,
-            "K": damping * spectral_norm(W_O) * spectral_norm(W_V) * spectral_norm(W_Q) * norm_X**3,
-            "V": spectral_norm(W_O) * norm_A * norm_X,
-            "O": norm_A * spectral_norm(W_V) * norm_X,
-        }
+    for h in range(case.heads):
+        bounds = head_bounds(case.X, *case.weights, heads=case.heads, h=h)
         for block, bound in bounds.items():
             exact = head_operator_norm(point, block, h)
             assert exact <= bound * (1 + SLACK), (h, block, exact, bound, case.describe())
