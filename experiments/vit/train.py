@@ -13,7 +13,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,6 @@ class RunEnvironment:
     num_workers: int = 0
     progress: bool = True
     save_adapters: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -205,7 +204,7 @@ def run(config: RunConfig, env: RunEnvironment) -> Path:
         model_setup.save_adapters(model, directory / "adapters" / config_hash(config.to_dict()))
     path = write_result(directory, config.to_dict(), metrics, history, wrapped_modules=wrapped,
                         backbone_load=load_report, initial_norms=initial_norms, device=env.device,
-                        torch_version=torch.__version__, world_size=distributed.world_size(), **env.extra)
+                        torch_version=torch.__version__, world_size=distributed.world_size())
     distributed.barrier()
     logger.info("finished %s %s %s r=%d seed=%d: last %.2f best %.2f (%d params) -> %s", config.experiment,
                 config.dataset, config.blocks, config.rank, config.seed, metrics["test_accuracy_last"], best,
