@@ -42,7 +42,7 @@ BLOCKS = ("Q", "K", "V", "O")
 LANCZOS_TOL = 1e-10
 # Krylov basis size; a larger basis than ARPACK's default of 20 avoids restarts,
 # which cost more matrix-vector products than the basis costs memory.
-LANCZOS_BASIS = 40
+LANCZOS_BASIS = 24
 # Operators acting on at most this many coordinates are materialised and
 # decomposed exactly (numpy eigvalsh) instead of using Lanczos.
 DENSE_MAX_DIM = 256
@@ -188,7 +188,7 @@ class AttentionPoint:
                 else:
                     W_bar[rows] = self.queries[h].T @ S_bar @ self.X / scale  # d_h x d
             elif block == "V":
-                W_bar[:, rows] = self.mixed[h].T @ G @ self.W_O[rows, :].T  # d x d_h
+                W_bar[:, rows] = self.mixed[h].T @ (G @ self.W_O[rows, :].T)  # d x d_h
             elif block == "O":
                 W_bar[rows, :] = self.values_mixed(h).T @ G  # d_h x d
             else:
@@ -218,6 +218,49 @@ def _largest_eigenvalue(apply, dim: int, dtype: torch.dtype, seed: int) -> float
     return float(max(value, 0.0))
 
 
+def _logit_space_gram(point: AttentionPoint, block: str):
+    """Return G -> D D*(G) for block Q or K on R^{n x d}, passing through n x n matrices only.
+
+    D D* = sum_h L_out,h J_h P_h J_h L_out,h^*, with L_out,h(M) = M U_h and P_h = L_in,h
+    L_in,h^*: for Q, P_h(E) = X X^T E Kx_h Kx_h^T / d_h; for K, P_h(E) = Qx_h Qx_h^T E X X^T / d_h.
+    This skips the d x d perturbation that jvp and vjp would form.
+    """
+    gram_X = point.X @ point.X.T  # n x n
+    factors = []
+    for h in range(point.heads):
+        if block == "Q":
+            factors.append((gram_X, point.keys[h] @ point.keys[h].T / point.head_dim))
+        else:
+            factors.append((point.queries[h] @ point.queries[h].T / point.head_dim, gram_X))
+
+    def apply(g: Tensor) -> Tensor:
+        G = g.reshape(point.n, point.d)
+        result = torch.zeros_like(G)
+        for h, (left, right) in enumerate(factors):
+            M = point._times_values_out_T(h, G)  # n x n
+            E = softmax_jvp(point.A[h], point.A_rest[h], M)
+            E = softmax_jvp(point.A[h], point.A_rest[h], left @ E @ right)
+            result += point._times_values_out(h, E)
+        return result.reshape(-1)
+
+    return apply
+
+
+def _value_gram(point: AttentionPoint):
+    """Return G -> D D*(G) for block V on R^{n x d}: sum_h (B_h B_h^T) G W_O^h^T W_O^h with B_h = A_h X."""
+    grams = [B @ B.T for B in point.mixed]  # n x n each
+
+    def apply(g: Tensor) -> Tensor:
+        G = g.reshape(point.n, point.d)
+        result = torch.zeros_like(G)
+        for h, rows in enumerate(point.rows):
+            W_O = point.W_O[rows, :]  # d_h x d
+            result += (grams[h] @ (G @ W_O.T)) @ W_O
+        return result.reshape(-1)
+
+    return apply
+
+
 def operator_norm(point: AttentionPoint, block: str, seed: int = 0) -> float:
     """Return sens_W = sup ||D_W F[dW]||_F / ||dW||_F exactly (closed form or Lanczos)."""
     if block not in BLOCKS:
@@ -232,6 +275,11 @@ def operator_norm(point: AttentionPoint, block: str, seed: int = 0) -> float:
         return head_operator_norm(point, block, 0, seed=seed)
 
     n, d = point.n, point.d
+    if block in ("Q", "K") and n <= d:
+        value = _largest_eigenvalue(_logit_space_gram(point, block), n * d, point.X.dtype, seed)
+        return math.sqrt(value)
+    if block == "V" and n <= d:
+        return math.sqrt(_largest_eigenvalue(_value_gram(point), n * d, point.X.dtype, seed))
     if n * d <= d * d:
         # D D* acts on the output space R^{n x d}, the smaller of the two.
         def apply(g: Tensor) -> Tensor:
