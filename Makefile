@@ -9,6 +9,8 @@ STAMP := $(VENV)/.installed
 PROFILE ?= default
 TABLE ?=
 FIGURE ?=
+# Extra runner options for `make reproduce`, e.g. ARGS='--data-root /data --jobs 4'.
+ARGS ?=
 
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
@@ -43,7 +45,7 @@ bench: $(STAMP)
 
 ## reproduce: rerun the paper's experiments (GPU), or the CPU profile without a GPU
 reproduce: $(STAMP)
-	$(BIN)/python -m experiments.reproduce $(if $(TABLE),--table $(TABLE)) $(if $(FIGURE),--figure $(FIGURE))
+	$(BIN)/python -m experiments.reproduce $(if $(TABLE),--table $(TABLE)) $(if $(FIGURE),--figure $(FIGURE)) $(if $(ARGS),-- $(ARGS))
 
 ## figures: regenerate every table and figure from the result files (rules in figures/figures.mk)
 figures: $(STAMP) figures-all
