@@ -94,3 +94,12 @@ def test_equal_steps_and_gradient_steps(case: tuple[Fraction, ...], rate: Fracti
     assert (change_via_theta1(theta1, theta2, x, rate * gradient1)
             < change_via_theta2(theta1, theta2, x, rate * gradient2))
     assert change_via_theta1(theta1, theta2, x, rate * theta1) == change_via_theta2(theta1, theta2, x, rate * theta2)
+
+
+@pytest.mark.claim("prop1", role="refutes")
+def test_pinned_counterexample() -> None:
+    """The counterexample Hypothesis shrank to, pinned so it is checked even if the search changes."""
+    theta1, theta2, x = Fraction(1, 1000), Fraction(1, 500), Fraction(1, 1000)
+    delta1, delta2 = Fraction(1, 10**8), Fraction(1, 25 * 10**6)
+    assert delta1 <= theta1 * SMALL_STEP and delta2 <= theta2 * SMALL_STEP
+    assert violates((theta1, theta2, x, delta1, delta2))
