@@ -30,7 +30,7 @@ if PROFILE not in PROFILE_SCALE:
     raise ValueError(f"HYPOTHESIS_PROFILE must be one of {sorted(PROFILE_SCALE)}; got {PROFILE!r}")
 settings.load_profile(PROFILE)
 
-# The suite runs thousands of small decompositions; on a busy 2-core machine a
+# The suite runs thousands of small decompositions. On a busy 2-core machine a
 # second BLAS or torch thread made them 10-100x slower (spinning threads), so
 # the suite runs single-threaded.
 torch.set_num_threads(1)

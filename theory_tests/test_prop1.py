@@ -5,7 +5,7 @@
 'for any admissible delta_i', where admissible means 0 < delta_i << theta_i.
 
 Read literally, delta1 and delta2 are independent, and the statement is false:
-the inequality says delta1 theta2 >= delta2 theta1, i.e. delta1 / theta1 >= delta2 / theta2.
+the inequality is equivalent to delta1 theta2 >= delta2 theta1, i.e. delta1 / theta1 >= delta2 / theta2.
 The suite formalises '<<' as delta_i <= theta_i / 100, lets Hypothesis find and
 shrink a counterexample in exact rational arithmetic (no tolerance needed), and
 then verifies the corrected statement: the inequality holds exactly when the
@@ -65,7 +65,9 @@ def test_literal_statement_has_counterexample() -> None:
         "change_via_theta1": str(left), "change_via_theta2": str(right),
     })
     evidence.note("prop1", "admissible_means", "0 < delta_i <= theta_i / 100")
-    assert 0 < theta1 < theta2 and 0 < delta1 <= theta1 * SMALL_STEP and 0 < delta2 <= theta2 * SMALL_STEP
+    assert 0 < theta1 < theta2
+    assert 0 < delta1 <= theta1 * SMALL_STEP
+    assert 0 < delta2 <= theta2 * SMALL_STEP
     assert left > right
 
 
@@ -101,5 +103,6 @@ def test_pinned_counterexample() -> None:
     """The counterexample Hypothesis shrank to, pinned so it is checked even if the search changes."""
     theta1, theta2, x = Fraction(1, 1000), Fraction(1, 500), Fraction(1, 1000)
     delta1, delta2 = Fraction(1, 10**8), Fraction(1, 25 * 10**6)
-    assert delta1 <= theta1 * SMALL_STEP and delta2 <= theta2 * SMALL_STEP
+    assert delta1 <= theta1 * SMALL_STEP
+    assert delta2 <= theta2 * SMALL_STEP
     assert violates((theta1, theta2, x, delta1, delta2))
