@@ -16,8 +16,9 @@ scales its logits by 1/sqrt(d_h), and the heads' outputs A_h X W_V^h are
 concatenated before W_O, so F = sum_h A_h X W_V^h W_O^h. With H = 1 this is
 exactly Eq. (1).
 
-Explicit matmul-softmax math only: torch's fused attention kernels do not
-support forward-mode AD, which the sensitivity code and its tests rely on.
+Explicit matmul-softmax math only: torch's fused CPU attention kernel raises
+NotImplementedError under forward-mode AD (torch 2.14), which the tests of the
+sensitivity code rely on.
 """
 
 from __future__ import annotations

@@ -160,3 +160,23 @@ def test_heads_must_divide_width() -> None:
     X, *weights = random_layer(3, 4, seed=8)
     with pytest.raises(ValueError, match="heads must be a positive integer that divides d = 4; got 3"):
         AttentionPoint(X, *weights, heads=3)
+
+
+def test_fused_attention_rejects_forward_mode() -> None:
+    """torch's fused CPU attention kernel has no forward-mode AD (torch 2.14), while Eq. (1)'s explicit math does.
+
+    This is why `blockrank_ref.attention` spells out matmul and softmax. If a
+    future torch adds the rule, this test fails and the NOTE can go.
+    """
+    queries = torch.randn(1, 2, 5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(9))
+    tangent = torch.ones_like(queries)
+
+    def fused(q: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.scaled_dot_product_attention(q, q, q)
+
+    with pytest.raises(NotImplementedError, match="forward AD"):
+        jvp(fused, (queries,), (tangent,))
+    X, *weights = random_layer(5, 4, seed=9)
+    direction = torch.ones(4, 4, dtype=torch.float64)
+    _, tangent_out = jvp(lambda W: attention(X, W, *weights[1:]), (weights[0],), (direction,))
+    assert torch.isfinite(tangent_out).all()
