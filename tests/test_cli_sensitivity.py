@@ -61,4 +61,23 @@ def test_missing_and_corrupt_files_exit_2(tmp_path: Path) -> None:
     completed = subprocess.run([sys.executable, "-m", "blockrank_ref.cli", "sensitivity", str(corrupt)],
                                capture_output=True, text=True)
     assert completed.returncode == 2
-    assert "cannot read" in completed.stderr
+    assert "is not an .npz archive" in completed.stderr
+
+
+def test_npy_object_and_text_files_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A lone .npy array, an object array and a text file each give one line and exit 2."""
+    single = tmp_path / "single.npy"
+    np.save(single, np.ones((2, 2)))
+    assert main(["sensitivity", str(single)]) == 2
+    assert "is not an .npz archive" in capsys.readouterr().err
+
+    objects = write_layer(tmp_path / "objects.npz", W_Q=np.array([None, 1], dtype=object))
+    assert main(["sensitivity", str(objects)]) == 2
+    error = capsys.readouterr().err
+    assert "array W_Q cannot be read without pickle" in error
+    assert len(error.strip().splitlines()) == 1
+
+    text = tmp_path / "text.npz"
+    text.write_text("X = 1\n")
+    assert main(["sensitivity", str(text)]) == 2
+    assert "allow_pickle" not in capsys.readouterr().err

@@ -78,3 +78,15 @@ def test_installed_script():
                          timeout=60)
     assert bad.returncode == 2
     assert "beta must be >= 1" in bad.stderr
+
+
+def test_large_delta_notes_vacuous_guarantee(capsys) -> None:
+    """delta = 0.7 is outside the theorem's stated (0, 1/2), and the as-printed proof then proves nothing."""
+    from blockrank_ref.cli import main as cli_main
+
+    argv = ["threshold", "--n", "197", "--d", "768", "--delta", "0.7", "--eta", "0.5", "--tau", "2",
+            "--alpha", "0.9", "--beta", "1", "--json"]
+    assert cli_main(argv) == 0
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert any("(0, 1/2)" in note for note in notes)
+    assert any("guarantees nothing" in note for note in notes)

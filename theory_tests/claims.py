@@ -99,7 +99,8 @@ CLAIMS: list[Claim] = [
     Claim("real.minilm.hierarchy", "The sensitivity hierarchy on real pretrained weights",
           "'In attention layers with comparable projection norms, the sensitivity hierarchy is "
           "W_O >= W_V >> W_Q ~ W_K' (read here as sens_O >= sens_V, min(sens_V, sens_O) >= 10 max(sens_Q, "
-          "sens_K), and sens_Q, sens_K within a factor 2), per layer of all-MiniLM-L6-v2.",
+          "sens_K), and sens_Q, sens_K within a factor 2), per layer of all-MiniLM-L6-v2 whose four spectral "
+          "norms lie within a factor 2 of each other.",
           "section 3.2 (TL;DR)"),
 ]
 

@@ -65,6 +65,10 @@ def test_worded_lower_bound_is_zero():
         "n": constants.n, "d": constants.d, "c": c, "bound_Q": bound_Q, "bound_V": bound_V,
         "bound_O": float(result["O"][0]), "min_gain_V_found": gain_V, "min_gain_O_found": gain_O,
         "gain_Q_random_direction": gain_Q, "eta": constants.eta})
+    evidence.note(CLAIM, "corrected_statement", (
+        "the Q/K upper bounds (3)-(4) are at most eta times the V/O UPPER bounds (5)-(6); checked by "
+        "test_bounds_dominate_at_threshold. The exact-sensitivity comparison (exact_sensitivity_version) "
+        "is a separate measurement and does not enter this verdict"))
     evidence.note(CLAIM, "what_the_proof_compares", (
         "bound_Q / bound_V = 2 min{(n-1) e^-gamma, 1} / sqrt(d) ||W_V|| ||W_K|| ||X||^2 / ||A|| <= ... "
         "with ||A|| >= 1: the denominators are the upper bounds (5)-(6), never a lower bound of sens_V "

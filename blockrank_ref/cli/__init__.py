@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 # Each subcommand lives in its own module, which defines `add_parser(subparsers)`
@@ -25,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="blockrank",
         description="Check the block-sensitivity theory of 'LoRA in the right place' and apply it.",
+        epilog="Runs offline: HF_HUB_OFFLINE defaults to 1, so a hub model name is looked up only in the "
+               "local cache. Set HF_HUB_OFFLINE=0 to allow downloads.",
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, module_name in SUBCOMMANDS.items():
@@ -39,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Set before any subcommand imports huggingface_hub, which reads it at import time.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

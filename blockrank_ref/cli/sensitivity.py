@@ -36,17 +36,24 @@ def load_arrays(path: Path, heads: int) -> dict[str, torch.Tensor]:
     """Load and validate the five arrays as float64 tensors; raise UsageError naming what is wrong."""
     if not path.exists():
         raise UsageError(f"file not found: {path}")
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder; pass an .npz file written by numpy.savez")
+    if not zipfile.is_zipfile(path):
+        raise UsageError(f"{path} is not an .npz archive; write X, W_Q, W_K, W_V, W_O with numpy.savez")
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise UsageError(f"cannot read {path} as an .npz archive ({error}); save it with numpy.savez") from error
+        raise UsageError(f"cannot read {path} as an .npz archive ({error}); write it with numpy.savez") from error
     missing = [name for name in ARRAYS if name not in archive.files]
     if missing:
         raise UsageError(f"{path} lacks array(s) {', '.join(missing)}; it holds {sorted(archive.files)}, "
                          f"and needs {', '.join(ARRAYS)}")
     arrays = {}
     for name in ARRAYS:
-        value = archive[name]
+        try:
+            value = archive[name]
+        except ValueError as error:  # object arrays need pickle, which is never enabled here
+            raise UsageError(f"array {name} cannot be read without pickle ({error}); store a numeric array") from error
         if not np.issubdtype(value.dtype, np.number) or np.iscomplexobj(value):
             raise UsageError(f"array {name} must be real-valued; got dtype {value.dtype}")
         if not np.all(np.isfinite(value)):

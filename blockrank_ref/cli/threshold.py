@@ -43,10 +43,29 @@ def _format(value: float | None) -> str:
     return f"{value:.6g}"
 
 
-def _lines(title: str, constants) -> list[str]:
+def _failure_line(constants) -> str:
+    proved = constants.failure_probability_proved
+    line = f"  failure prob.    stated {_format(constants.failure_probability_stated)}, proved {_format(proved)}"
+    if proved >= 1:
+        line += "   (>= 1: the proof guarantees nothing at this delta)"
+    return line
+
+
+def _notes(parameters: dict, paper, corrected) -> list[str]:
+    """Return remarks a reader needs next to the numbers (delta range, vacuous guarantees)."""
+    notes = []
+    if parameters["delta"] >= 0.5:
+        notes.append("Theorem 4 states delta in (0, 1/2); the proof's algebra also runs for delta in [1/2, 1)")
+    for name, constants in (("as printed", paper), ("corrected", corrected)):
+        if constants is not None and constants.failure_probability_proved >= 1:
+            notes.append(f"{name}: the proved failure probability is >= 1, so the proof guarantees nothing here")
+    return notes
+
+
+def _lines(title: str, constants, show_log_term: bool = True) -> list[str]:
     lambert = (_format(constants.lambert_term) if constants.lambert_applies
                else f"does not apply ({constants.lambert_note})")
-    return [
+    lines = [
         title,
         f"  t_delta          {_format(constants.t_delta)}",
         f"  chi_delta        {_format(constants.chi_delta)}",
@@ -57,9 +76,11 @@ def _lines(title: str, constants) -> list[str]:
         f"  c^2_min          {_format(constants.c2_min)}   (set by: {constants.binding_term})",
         f"  c_min            {_format(constants.c_min)}",
         f"  also for c^2 <=  {_format(constants.c2_small_max)}   (small-c region of the ratio bound)",
-        f"  failure prob.    stated {_format(constants.failure_probability_stated)}, "
-        f"proved {_format(constants.failure_probability_proved)}",
+        _failure_line(constants),
     ]
+    if not show_log_term:
+        lines = [line for line in lines if not line.startswith("  log(2(n-1))")]
+    return lines
 
 
 def _plain(constants) -> dict:
@@ -80,10 +101,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         corrected, corrected_error = None, str(error)
 
+    notes = _notes(parameters, paper, corrected)
     if args.json:
         print(json.dumps({
             "paper": _plain(paper),
             "corrected": _plain(corrected) if corrected else {"error": corrected_error},
+            "notes": notes,
         }, indent=1))
         return 0
     print("\n".join(_lines("Theorem 4, Eq. (7) as printed:", paper)))
@@ -91,5 +114,7 @@ def run(args: argparse.Namespace) -> int:
     if corrected is None:
         print(f"{corrected_title}\n  not available: {corrected_error}")
     else:
-        print("\n".join(_lines(corrected_title, corrected)))
+        print("\n".join(_lines(corrected_title, corrected, show_log_term=False)))
+    for note in notes:
+        print(f"note: {note}")
     return 0

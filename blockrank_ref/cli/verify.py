@@ -47,7 +47,7 @@ def _paper_table_audit() -> dict | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from theory_tests.report import build_report, summary_lines, write_reports
+    from theory_tests.report import audit_summary_line, build_report, summary_lines, write_reports
 
     if args.output.exists() and not args.output.is_dir():
         raise UsageError(f"--output must be a folder; {args.output} is a file")
@@ -66,12 +66,15 @@ def run(args: argparse.Namespace) -> int:
         run_record = json.loads(evidence_path.read_text())
 
     report = build_report(run_record)
-    paths = write_reports(report, args.output, _paper_table_audit())
+    audit = _paper_table_audit()
+    paths = write_reports(report, args.output, audit)
     if args.json:
         print(json.dumps(report, indent=1, default=str))
     else:
         print("\n".join(summary_lines(report)))
-        print("report: " + ", ".join(str(p) for p in paths))
+        if audit_summary_line(audit):
+            print(audit_summary_line(audit))
+        print("report: " + ", ".join(str(p.resolve()) for p in paths))
     if report["failed_tests"]:
         print("blockrank verify: error: these tests failed, so some verdicts are inconclusive:", file=sys.stderr)
         for nodeid in report["failed_tests"]:

@@ -4,7 +4,9 @@ Profiles:
 - `paper_scale` (default when a GPU is visible): ViT-B/16 checkpoints on CIFAR-100,
   SVHN and Food-101, the paper's protocol; needs the datasets and checkpoints on disk.
 - `cpu_profile` (default without a GPU): the small real version of Tables 1 and 2 and
-  Figure 1 on scikit-learn's digits (see `digits.py`, `pretrain.py`).
+  Figure 1 on scikit-learn's digits (see `digits.py`, `pretrain.py`), which is what runs
+  without --table or --figure. Tables 5, 7 and 8 have CPU-profile configs too; they run
+  only when asked for, and their results are not committed.
 
 Results go to `results/<profile>/<experiment>/<config hash>.json`.
 """
