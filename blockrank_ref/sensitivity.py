@@ -303,20 +303,24 @@ def sensitivities(X: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor, W_O: Tensor,
     return {block: operator_norm(point, block, seed=seed) for block in BLOCKS}
 
 
-def _psd_sqrt(G: Tensor) -> Tensor:
-    """Return the symmetric square root of a positive semi-definite matrix (negative rounding clamped)."""
-    eigenvalues, eigenvectors = torch.linalg.eigh((G + G.T) / 2)
-    return (eigenvectors * eigenvalues.clamp_min(0.0).sqrt()) @ eigenvectors.T
+def _row_factor(M: Tensor) -> Tensor:
+    """Return R (k x m, k = min(m, p)) with M = R^T Q^T for an m x p matrix M and orthonormal Q.
+
+    From the QR decomposition of M^T, so ||E M||_F = ||E R^T||_F for every E: the
+    factor keeps M's action without forming the Gram matrix M M^T, whose square
+    root would amplify rounding to sqrt(eps) in M's null directions.
+    """
+    return torch.linalg.qr(M.T, mode="reduced").R
 
 
 def head_operator_norm(point: AttentionPoint, block: str, h: int, seed: int = 0) -> float:
     """Return the exact sensitivity of head h's output A_h X W_V^h W_O^h to its own slice of W.
 
-    For Q and K the derivative factors as L_out J L_in through the n x n logit
-    space, so its norm equals that of N(E) = J(P_left E P_right) G_U^{1/2} on
-    R^{n x n}, where L_in L_in^* (E) = P_left^2 E P_right^2 and G_U = U_h U_h^T:
-    for Q, P_left^2 = X X^T and P_right^2 = Kx_h Kx_h^T / d_h; for K, P_left^2 =
-    Qx_h Qx_h^T / d_h and P_right^2 = X X^T. Only n x n matrices are formed.
+    For Q and K the derivative factors through the n x n logit space as
+    dW -> J_h(L_in(dW)) U_h. With X = R_X^T Q_X^T, only Z = Q_X^T dW^T (for Q) or
+    Z = dW Q_X (for K) reaches the logits, and ||M U_h||_F = ||M R_U^T||_F, so the
+    norm equals that of the small map Z -> J_h(L(Z)) R_U^T with
+    L(Z) = R_X^T Z Kx_h^T / sqrt(d_h) for Q and Qx_h Z R_X / sqrt(d_h) for K.
     """
     if block not in BLOCKS:
         raise ValueError(f"block must be one of {BLOCKS}; got {block!r}")
@@ -332,28 +336,30 @@ def head_operator_norm(point: AttentionPoint, block: str, h: int, seed: int = 0)
     if n == 1:
         return 0.0
 
-    gram_X = point.X @ point.X.T  # n x n
+    scale = math.sqrt(point.head_dim)
+    R_X = _row_factor(point.X)  # k x n
+    R_U = _row_factor(point.values[h] @ point.W_O[rows, :])  # k_U x n
     if block == "Q":
-        left = _psd_sqrt(gram_X)
-        right = _psd_sqrt(point.keys[h] @ point.keys[h].T / point.head_dim)
+        left, right = R_X.T, point.keys[h].T / scale  # L(Z) = left Z right
     else:
-        left = _psd_sqrt(point.queries[h] @ point.queries[h].T / point.head_dim)
-        right = _psd_sqrt(gram_X)
-    values_out = point.values[h] @ point.W_O[rows, :]  # n x d
-    out = _psd_sqrt(values_out @ values_out.T)  # n x n
+        left, right = point.queries[h] / scale, R_X
     A, A_rest = point.A[h], point.A_rest[h]
+    input_dim = left.shape[1] * right.shape[0]
+    output_dim = n * R_U.shape[0]
 
-    if n * n <= DENSE_HEAD_MAX_DIM:
-        # With row-major vec, vec(L E R) = (L kron R^T) vec(E), the row-wise softmax
-        # derivative is block-diagonal with blocks J(a_i), and vec(M G) = (I kron G^T) vec(M).
+    if n * n <= DENSE_HEAD_MAX_DIM and input_dim * output_dim <= DENSE_HEAD_MAX_DIM * 2025:
+        # Row-major vec: vec(L Z R) = (L kron R^T) vec(Z), the row-wise softmax
+        # derivative is block-diagonal with blocks J(a_i), and vec(M R_U^T) = (I kron R_U) vec(M).
         jacobian = torch.block_diag(*[stable_softmax_jacobian(A[i], A_rest[i]) for i in range(n)])
-        identity = torch.eye(n, dtype=A.dtype)
-        matrix = torch.kron(identity, out.T.contiguous()) @ jacobian @ torch.kron(left, right.T.contiguous())  # n^2 x n^2
-        return float(torch.linalg.matrix_norm(matrix, ord=2))
+        into_logits = torch.kron(left.contiguous(), right.T.contiguous())  # n^2 x input_dim
+        out_of_logits = torch.kron(torch.eye(n, dtype=A.dtype), R_U.contiguous())  # output_dim x n^2
+        return float(torch.linalg.matrix_norm(out_of_logits @ jacobian @ into_logits, ord=2))
 
-    def apply(e: Tensor) -> Tensor:
-        E = e.reshape(n, n)
-        M = softmax_jvp(A, A_rest, left @ E @ right) @ out
-        return (left @ softmax_jvp(A, A_rest, M @ out) @ right).reshape(-1)
+    def apply(g: Tensor) -> Tensor:
+        # D D* on the output space R^{n x k_U}: out^*, J, L L^*, J, out.
+        M = g.reshape(n, R_U.shape[0]) @ R_U  # n x n
+        E = softmax_jvp(A, A_rest, M)
+        E = left @ (left.T @ E @ right.T) @ right
+        return (softmax_jvp(A, A_rest, E) @ R_U.T).reshape(-1)
 
-    return math.sqrt(_largest_eigenvalue(apply, n * n, point.X.dtype, seed))
+    return math.sqrt(_largest_eigenvalue(apply, output_dim, point.X.dtype, seed))
