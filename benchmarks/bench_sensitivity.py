@@ -91,12 +91,8 @@ def verify_benchmark() -> None:
 
 
 def main() -> int:
-    threads = torch.get_num_threads()
-    for count in sorted({1, threads}):
-        torch.set_num_threads(count)
-        print(f"torch threads: {count}, cores: {os.cpu_count()}")
-        layer_benchmark()
-    torch.set_num_threads(threads)
+    print(f"cores: {os.cpu_count()}; `sensitivities` runs on one torch thread")
+    layer_benchmark()
     jacobian_benchmark()
     verify_benchmark()
     return 0

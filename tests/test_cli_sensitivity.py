@@ -34,7 +34,8 @@ def test_json_output_has_every_block(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_multihead_table_output(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["sensitivity", str(write_layer(tmp_path / "layer.npz")), "--heads", "2"]) == 0
     output = capsys.readouterr().out
-    assert "heads = 2" in output and "corrected" in output
+    assert "heads = 2" in output
+    assert "corrected" in output
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -46,7 +47,8 @@ def test_bad_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture, overrid
     path = write_layer(tmp_path / "layer.npz", **overrides)
     assert main(["sensitivity", str(path)]) == 2
     error = capsys.readouterr().err
-    assert message in error and len(error.strip().splitlines()) == 1
+    assert message in error
+    assert len(error.strip().splitlines()) == 1
 
 
 def test_heads_not_dividing_width_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
