@@ -136,10 +136,14 @@ def load_model(spec: str, checkpoint: str | None = None) -> nn.Module:
             raise ValueError(f"{path} is a folder without config.json, so it is not a Hugging Face model folder")
         import transformers
 
+        transformers.utils.logging.disable_progress_bar()  # one table on stdout, no loading bar
         try:
             return transformers.AutoModel.from_pretrained(path, dtype="auto")
         except (OSError, ValueError, KeyError) as error:
             raise ValueError(f"could not load the Hugging Face model in {path}: {error}") from error
+    if path.is_file():
+        raise ValueError(f"{spec} is a file; MODEL must be a Hugging Face model folder or a timm model name "
+                         "(pass timm weights with --checkpoint FILE)")
     if os.sep in spec or spec.startswith("."):
         raise ValueError(f"model folder {spec} not found")
     import timm
