@@ -210,10 +210,11 @@ def test_cli_unknown_architecture_names_types(tmp_path, capsys):
     assert "attention module types present: GPT2Attention" in err
 
 
-def test_file_instead_of_folder_is_rejected(tmp_path) -> None:
+def test_file_instead_of_folder_is_rejected(tmp_path, capsys) -> None:
     """A file passed as MODEL is named as a file, not reported as a missing folder."""
     from blockrank_ref.cli import main as cli_main
 
     weights = tmp_path / "weights.npz"
     weights.write_bytes(b"x")
     assert cli_main(["recommend", str(weights)]) == 2
+    assert "is a file" in capsys.readouterr().err
