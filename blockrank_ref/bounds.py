@@ -25,7 +25,7 @@ import math
 import torch
 from torch import Tensor
 
-from blockrank_ref.attention import attention_matrices, check_inputs, head_slices, margins
+from blockrank_ref.attention import attention_matrices, check_inputs, head_slices, margins, row_margins
 from blockrank_ref.sensitivity import exclusive_row_sums, stable_softmax_jacobian
 
 
@@ -44,6 +44,18 @@ def damping_factor(n: int, gamma: float) -> float:
     return min((n - 1) * math.exp(-gamma), 1.0)
 
 
+def _equations_3_to_6(n: int, scale_dim: int, gamma_min: float, norm_X: float, norm_A: float,
+                      norm_Q: float, norm_K: float, norm_V: float, norm_O: float) -> dict[str, float]:
+    """Return the right-hand sides of Eqs. (3)-(6) from the spectral norms they use, keyed by block."""
+    softmax_part = 2 * damping_factor(n, gamma_min) / math.sqrt(scale_dim)
+    return {
+        "Q": softmax_part * norm_O * norm_V * norm_K * norm_X**3,
+        "K": softmax_part * norm_O * norm_V * norm_Q * norm_X**3,
+        "V": norm_O * norm_A * norm_X,
+        "O": norm_A * norm_V * norm_X,
+    }
+
+
 def theorem3_bounds(X: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor, W_O: Tensor) -> dict[str, float]:
     """Return the right-hand sides of Eqs. (3)-(6) for single-head attention, keyed by block."""
     check_inputs(X, W_Q, W_K, W_V, W_O)
@@ -51,15 +63,8 @@ def theorem3_bounds(X: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor, W_O: Tenso
     A = attention_matrices(X, W_Q, W_K)[0]
     gamma_min = margins(X, W_Q, W_K).gamma_min
     norm_X, norm_A = spectral_norm(X), spectral_norm(A)
-    norm_Q, norm_K, norm_V, norm_O = (spectral_norm(W) for W in (W_Q, W_K, W_V, W_O))
-
-    softmax_part = 2 * damping_factor(n, gamma_min) / math.sqrt(d)
-    return {
-        "Q": softmax_part * norm_O * norm_V * norm_K * norm_X**3,
-        "K": softmax_part * norm_O * norm_V * norm_Q * norm_X**3,
-        "V": norm_O * norm_A * norm_X,
-        "O": norm_A * norm_V * norm_X,
-    }
+    norms = (spectral_norm(W) for W in (W_Q, W_K, W_V, W_O))
+    return _equations_3_to_6(n, d, gamma_min, norm_X, norm_A, *norms)
 
 
 def multihead_bounds(X: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor, W_O: Tensor,
@@ -77,19 +82,12 @@ def multihead_bounds(X: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor, W_O: Tens
     gamma_min = margins(X, W_Q, W_K, heads).gamma_min
     norm_X = spectral_norm(X)
     norm_A = max(spectral_norm(A) for A in matrices)
-    norm_Q, norm_K, norm_V, norm_O = (spectral_norm(W) for W in (W_Q, W_K, W_V, W_O))
-
-    softmax_part = 2 * damping_factor(n, gamma_min) / math.sqrt(head_dim)
-    corrected_O = norm_X * math.sqrt(sum(
+    norms = (spectral_norm(W) for W in (W_Q, W_K, W_V, W_O))
+    bounds = _equations_3_to_6(n, head_dim, gamma_min, norm_X, norm_A, *norms)
+    bounds["O_corrected"] = norm_X * math.sqrt(sum(
         spectral_norm(A) ** 2 * spectral_norm(W_V[:, r]) ** 2 for A, r in zip(matrices, rows)
     ))
-    return {
-        "Q": softmax_part * norm_O * norm_V * norm_K * norm_X**3,
-        "K": softmax_part * norm_O * norm_V * norm_Q * norm_X**3,
-        "V": norm_O * norm_A * norm_X,
-        "O": norm_A * norm_V * norm_X,
-        "O_corrected": corrected_O,
-    }
+    return bounds
 
 
 def head_bounds(X: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor, W_O: Tensor, heads: int,
@@ -104,16 +102,8 @@ def head_bounds(X: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor, W_O: Tensor, h
     A = attention_matrices(X, W_Q, W_K, heads)[h]
     gamma_min = float(margins(X, W_Q, W_K, heads).per_head[h].min())
     norm_X, norm_A = spectral_norm(X), spectral_norm(A)
-    norm_Q, norm_K = spectral_norm(W_Q[rows]), spectral_norm(W_K[rows])
-    norm_V, norm_O = spectral_norm(W_V[:, rows]), spectral_norm(W_O[rows, :])
-
-    softmax_part = 2 * damping_factor(n, gamma_min) / math.sqrt(head_dim)
-    return {
-        "Q": softmax_part * norm_O * norm_V * norm_K * norm_X**3,
-        "K": softmax_part * norm_O * norm_V * norm_Q * norm_X**3,
-        "V": norm_O * norm_A * norm_X,
-        "O": norm_A * norm_V * norm_X,
-    }
+    norms = (spectral_norm(W) for W in (W_Q[rows], W_K[rows], W_V[:, rows], W_O[rows, :]))
+    return _equations_3_to_6(n, head_dim, gamma_min, norm_X, norm_A, *norms)
 
 
 def softmax_jacobian(a: Tensor) -> Tensor:
@@ -134,11 +124,7 @@ def softmax_chain(s: Tensor) -> dict[str, float]:
     n = s.shape[0]
     a = torch.softmax(s, dim=0)
     jacobian_norm = float(torch.linalg.eigvalsh(softmax_jacobian(a))[-1].clamp_min(0.0))
-    if n == 1:
-        gamma = math.inf
-    else:
-        top_two = torch.topk(s, 2).values
-        gamma = float(top_two[0] - top_two[1])
+    gamma = float(row_margins(s[None])[0])
     # 1 - a_max summed from the other entries, so it keeps its digits when a is
     # nearly one-hot (1 - a_max ~ e^{-gamma} can be far below machine epsilon).
     shifted = torch.exp(s - s.max())

@@ -107,8 +107,8 @@ class AttentionPoint:
         self.A, self.A_rest, self.queries, self.keys, self.mixed = [], [], [], [], []
         self.values, self.values_out = [], []
         n, d, d_h = X.shape[0], X.shape[1], self.head_dim
-        # M U_h for an n x n matrix M costs n*n*d flops with U_h formed, or
-        # n*d_h*(n + d) as (M X W_V^h) W_O^h; keep U_h only when it is cheaper.
+        # M U_h for an n x n matrix M costs n*n*d flops with U_h formed.
+        # As (M X W_V^h) W_O^h it costs n*d_h*(n + d), so U_h is kept only when cheaper.
         form_values_out = n * d <= d_h * (n + d)
         for rows in self.rows:
             queries = X @ self.W_Q[rows].T  # n x d_h

@@ -39,7 +39,7 @@ def test_multihead_table_output(tmp_path: Path, capsys: pytest.CaptureFixture) -
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"W_O": None}, "lacks array(s) W_O"),
+    ({"W_O": None}, "is missing array(s) W_O"),
     ({"W_V": np.ones((3, 4))}, "W_V must be d x d = 4 x 4"),
     ({"X": np.full((4, 4), np.inf)}, "X contains NaN or infinite values"),
 ])

@@ -72,7 +72,8 @@ def test_bounds_hold_per_layer_and_head(layers: list[dict]) -> None:
 def test_hierarchy_per_layer(layers: list[dict]) -> None:
     """Measure, per layer, whether sens_O >= sens_V >> sens_Q ~ sens_K; the verdict follows the data.
 
-    The paper states the hierarchy for layers "with comparable projection norms".
+    'LoRA in the right place' (section 3.2) states the hierarchy for layers "with
+    comparable projection norms".
     Read here as: the four spectral norms lie within a factor COMPARABLE of each
     other. The verdict uses only the layers that meet that premise, and is
     inconclusive when none does.
@@ -92,20 +93,20 @@ def test_hierarchy_per_layer(layers: list[dict]) -> None:
             "Q_K_within_2x": max(exact["Q"], exact["K"]) <= 2 * min(exact["Q"], exact["K"]),
         })
     premise = [r for r in rows if r["comparable_norms"]]
-    held = [r for r in premise if r["O_ge_V"] and r["VO_ge_10x_QK"] and r["Q_K_within_2x"]]
+    consistent = [r for r in premise if r["O_ge_V"] and r["VO_ge_10x_QK"] and r["Q_K_within_2x"]]
     claim = "real.minilm.hierarchy"
     evidence.note(claim, "reading", f"comparable norms: max/min spectral norm of Q, K, V, O <= {COMPARABLE}; "
                   ">> means at least 10x; ~ means within 2x")
     evidence.note(claim, "layer_inputs_checked", f"{len(rows)} (6 layers x {SENTENCE_COUNT} sentence(s))")
     evidence.note(claim, "layer_inputs_meeting_premise", len(premise))
-    evidence.note(claim, "layer_inputs_where_hierarchy_holds", len(held))
+    evidence.note(claim, "layer_inputs_where_hierarchy_holds", len(consistent))
     evidence.note(claim, "O_ge_V_count", sum(r["O_ge_V"] for r in rows))
     evidence.note(claim, "VO_ge_10x_QK_count", sum(r["VO_ge_10x_QK"] for r in rows))
     evidence.note(claim, "Q_K_within_2x_count", sum(r["Q_K_within_2x"] for r in rows))
     evidence.note(claim, "per_layer_first_sentence", [r for r in rows if r["sentence"] == 0])
     if not premise:
         verdict = "inconclusive"
-    elif len(held) == len(premise):
+    elif len(consistent) == len(premise):
         verdict = "holds"
     else:
         verdict = "fails_as_stated"

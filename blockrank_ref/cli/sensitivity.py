@@ -32,8 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def load_arrays(path: Path, heads: int) -> dict[str, torch.Tensor]:
-    """Load and validate the five arrays as float64 tensors; raise UsageError naming what is wrong."""
+def _open_archive(path: Path):
+    """Return the opened .npz archive, or raise UsageError saying why the file is not one."""
     if not path.exists():
         raise UsageError(f"file not found: {path}")
     if path.is_dir():
@@ -41,24 +41,33 @@ def load_arrays(path: Path, heads: int) -> dict[str, torch.Tensor]:
     if not zipfile.is_zipfile(path):
         raise UsageError(f"{path} is not an .npz archive; write X, W_Q, W_K, W_V, W_O with numpy.savez")
     try:
-        archive = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise UsageError(f"cannot read {path} as an .npz archive ({error}); write it with numpy.savez") from error
+
+
+def _read_array(archive, name: str) -> torch.Tensor:
+    """Return one array as a float64 tensor, or raise UsageError when it is not finite and real."""
+    try:
+        value = archive[name]
+    except ValueError as error:  # object arrays need pickle, which is never enabled here
+        raise UsageError(f"array {name} cannot be read without pickle ({error}); store a numeric array") from error
+    if not np.issubdtype(value.dtype, np.number) or np.iscomplexobj(value):
+        raise UsageError(f"array {name} must be real-valued; got dtype {value.dtype}")
+    if not np.all(np.isfinite(value)):
+        raise UsageError(f"array {name} contains NaN or infinite values; pass finite values")
+    return torch.from_numpy(np.asarray(value, dtype=np.float64))
+
+
+def load_arrays(path: Path, heads: int) -> dict[str, torch.Tensor]:
+    """Load and validate the five arrays as float64 tensors; raise UsageError naming what is wrong."""
+    archive = _open_archive(path)
     missing = [name for name in ARRAYS if name not in archive.files]
     if missing:
-        raise UsageError(f"{path} lacks array(s) {', '.join(missing)}; it holds {sorted(archive.files)}, "
+        raise UsageError(f"{path} is missing array(s) {', '.join(missing)}; it contains {sorted(archive.files)}, "
                          f"and needs {', '.join(ARRAYS)}")
-    arrays = {}
-    for name in ARRAYS:
-        try:
-            value = archive[name]
-        except ValueError as error:  # object arrays need pickle, which is never enabled here
-            raise UsageError(f"array {name} cannot be read without pickle ({error}); store a numeric array") from error
-        if not np.issubdtype(value.dtype, np.number) or np.iscomplexobj(value):
-            raise UsageError(f"array {name} must be real-valued; got dtype {value.dtype}")
-        if not np.all(np.isfinite(value)):
-            raise UsageError(f"array {name} contains NaN or infinite values; pass finite values")
-        arrays[name] = torch.from_numpy(np.asarray(value, dtype=np.float64))
+    arrays = {name: _read_array(archive, name) for name in ARRAYS}
+
     X = arrays["X"]
     if X.ndim != 2 or min(X.shape) < 1:
         raise UsageError(f"X must be a non-empty n x d matrix; got shape {tuple(X.shape)}")
