@@ -71,8 +71,8 @@ def multihead_bounds(X: Tensor, W_Q: Tensor, W_K: Tensor, W_V: Tensor, W_O: Tens
                      heads: int) -> dict[str, float]:
     """Return the layer-level transfer of Eqs. (3)-(6) to H heads, plus the corrected O bound.
 
-    Keys 'Q', 'K', 'V', 'O' hold the literal transfer (see the module docstring)
-    and 'O_corrected' holds ||X|| (sum_h ||A_h||^2 ||W_V^h||^2)^{1/2}.
+    Keys 'Q', 'K', 'V', 'O' map to the literal transfer (see the module docstring)
+    and 'O_corrected' to ||X|| (sum_h ||A_h||^2 ||W_V^h||^2)^{1/2}.
     """
     check_inputs(X, W_Q, W_K, W_V, W_O, heads)
     n, d = X.shape
